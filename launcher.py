@@ -1,0 +1,69 @@
+"""Run a hyperparameter search of fine-tunes: python launcher.py --space lora.yaml
+
+Exit codes: 0 done, 2 bad input (one line naming the file and the field), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Search the hyperparameters of a fine-tune with Ray Tune and Optuna.")
+    parser.add_argument("--space", required=True,
+                        help="space file: a name in spaces/ (lora.yaml) or a path")
+    parser.add_argument("--study", help="study name (default: the space's, else its file name)")
+    parser.add_argument("--trials", type=int, help="trial count, overriding the space's")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an existing study up to its trial count")
+    parser.add_argument("--address", help="join a running Ray cluster (auto or HOST:PORT)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Imported here so that --help answers at once.
+    import optuna
+
+    from search.errors import SpaceError
+    from search.runner import SearchRequest, run_search
+    from search.space import STUDY_NAME, load_space
+    from search.storage import StudyPaths
+    from search.summary import save_best, summary_lines
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        space = load_space(args.space)
+        name = args.study or space.study_name
+        if not STUDY_NAME.match(name) or ".." in name:
+            raise SpaceError("--study", "", f"study name {name!r} must be letters, digits, "
+                             "'_', '-' or '.', with no path separator or '..'")
+        if args.trials is not None and args.trials <= 0:
+            raise SpaceError("--trials", "", f"must be a positive number, got {args.trials}")
+        request = SearchRequest(space=space, study_name=name,
+                                n_trials=args.trials or space.head.study.n_trials,
+                                resume=args.resume, address=args.address)
+        paths = StudyPaths.for_study(name)
+        result = run_search(request, paths)
+        save_best(result.study, space, paths)
+        print("\n".join(summary_lines(result.study, space, paths, result.storage_url)))
+        return 0
+    except SpaceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: run the same command with --resume to continue", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - the one place that turns any failure into exit 1
+        if os.environ.get("FTSEARCH_DEBUG"):
+            traceback.print_exc()
+        print(f"error: {type(error).__name__}: {error}".splitlines()[0], file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

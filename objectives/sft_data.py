@@ -1,0 +1,139 @@
+"""Instruction data for supervised fine-tuning: read, split, render, tokenise once per study.
+
+A dataset is JSONL, one example a line: either ``instruction`` / ``input`` (optional) /
+``output``, or chat ``messages`` (a list of ``{"role", "content"}`` ending with the assistant's
+answer). Examples are rendered with the tokenizer's chat template; prompt tokens get label -100
+so only the answer carries loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from search.errors import SpaceError
+
+SPLITS = ("train", "validation", "test")
+IGNORE_INDEX = -100  # the label value transformers' loss skips
+
+
+def read_examples(path: Path) -> list[list[dict[str, str]]]:
+    """The dataset as conversations; raises SpaceError naming the file and line on bad data."""
+    if not path.is_file():
+        raise SpaceError(path, "data.path", "dataset file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SpaceError(path, "data.path", "dataset is not UTF-8 text") from None
+    conversations = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            example = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise SpaceError(path, f"line {number}", f"invalid JSON: {error.msg}") from None
+        conversations.append(_to_messages(example, path, number))
+    if not conversations:
+        raise SpaceError(path, "data.path", "dataset is empty")
+    return conversations
+
+
+def _to_messages(example: Any, path: Path, number: int) -> list[dict[str, str]]:
+    where = f"line {number}"
+    if not isinstance(example, dict):
+        raise SpaceError(path, where, "each line must be a JSON object")
+    if "messages" in example:
+        messages = example["messages"]
+        ok = isinstance(messages, list) and len(messages) >= 2 and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str) for m in messages
+        )
+        if not ok or messages[-1]["role"] != "assistant":
+            raise SpaceError(path, f"{where}.messages", "must be a list of {role, content} "
+                             "objects ending with the assistant's answer")
+        return messages
+    for key in ("instruction", "output"):
+        if not isinstance(example.get(key), str) or not example[key].strip():
+            raise SpaceError(path, f"{where}.{key}", "missing or not a non-empty string "
+                             "(each line needs instruction and output, or messages)")
+    prompt = example["instruction"]
+    if example.get("input"):
+        prompt = f"{prompt}\n\n{example['input']}"
+    return [{"role": "user", "content": prompt},
+            {"role": "assistant", "content": example["output"]}]
+
+
+def split_examples(
+    conversations: list[list[dict[str, str]]],
+    validation_fraction: float,
+    test_fraction: float,
+    seed: int,
+    source: Path,
+) -> dict[str, list[list[dict[str, str]]]]:
+    """A deterministic train / validation / test split with no example in two splits."""
+    unique = list({json.dumps(c, sort_keys=True): c for c in conversations}.values())
+    random.Random(seed).shuffle(unique)
+    n_val = round(len(unique) * validation_fraction)
+    n_test = round(len(unique) * test_fraction)
+    if n_val < 1 or n_test < 1 or len(unique) - n_val - n_test < 1:
+        raise SpaceError(source, "data.path", f"{len(unique)} distinct examples are too few to "
+                         "split into train, validation and test")
+    return {
+        "validation": unique[:n_val],
+        "test": unique[n_val:n_val + n_test],
+        "train": unique[n_val + n_test:],
+    }
+
+
+def tokenize(messages: list[dict[str, str]], tokenizer, max_length: int) -> dict[str, list[int]]:
+    """Token ids and labels of one conversation; the prompt's labels are IGNORE_INDEX."""
+    prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False,
+                                           add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    full_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+    if full_ids[:len(prompt_ids)] != prompt_ids:
+        raise ValueError("the chat template renders the prompt differently inside the full text")
+    labels = [IGNORE_INDEX] * len(prompt_ids) + full_ids[len(prompt_ids):]
+    # Truncate the prompt's start, never the answer, so every example keeps its loss tokens.
+    overflow = max(0, len(full_ids) - max_length)
+    return {"input_ids": full_ids[overflow:], "labels": labels[overflow:]}
+
+
+def cache_key(data_path: Path, tokenizer_dir: Path, settings: dict[str, Any]) -> str:
+    """Prepared data is reused while the data, the tokenizer and the split settings match."""
+    digest = hashlib.sha256(data_path.read_bytes())
+    for name in sorted(p.name for p in tokenizer_dir.glob("tokenizer*")):
+        digest.update((tokenizer_dir / name).read_bytes())
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def prepare(
+    data_path: Path, tokenizer, tokenizer_dir: Path, settings: dict[str, Any], root: Path
+) -> Path:
+    """Tokenise every split once into ``root/<key>/``; return that folder."""
+    out = root / cache_key(data_path, tokenizer_dir, settings)
+    if (out / "train.pt").is_file():
+        return out
+    splits = split_examples(
+        read_examples(data_path), settings["validation_fraction"], settings["test_fraction"],
+        settings["seed"], data_path,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("validation", "test", "train"):  # train last: its file marks a full cache
+        rows = [tokenize(m, tokenizer, settings["max_length"]) for m in splits[name]]
+        tmp = out / f"{name}.pt.tmp"
+        torch.save(rows, tmp)
+        tmp.replace(out / f"{name}.pt")  # atomic: a reader never sees half a file
+    return out
+
+
+def load_split(prepared: Path, name: str) -> list[dict[str, list[int]]]:
+    return torch.load(prepared / f"{name}.pt")

@@ -1,0 +1,50 @@
+"""The search section as Optuna sees it: a define-by-run function and plain distributions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import optuna
+
+from search.space import CategoricalParam, FloatParam, IntParam, Param, is_active
+
+
+def suggest(trial: optuna.Trial, key: str, param: Param) -> Any:
+    if isinstance(param, FloatParam):
+        return trial.suggest_float(key, param.low, param.high, log=param.log, step=param.step)
+    if isinstance(param, IntParam):
+        return trial.suggest_int(key, param.low, param.high, step=param.step, log=param.log)
+    return trial.suggest_categorical(key, param.choices)
+
+
+class DefineByRun:
+    """Suggests each parameter in file order, skipping those whose ``when`` does not hold.
+
+    A class rather than a closure so Ray can pickle the searcher that holds it.
+    """
+
+    def __init__(self, search: dict[str, Param]) -> None:
+        self.search = search
+
+    def __call__(self, trial: optuna.Trial) -> None:
+        chosen: dict[str, Any] = {}
+        for key, param in self.search.items():
+            if is_active(param, chosen):
+                chosen[key] = suggest(trial, key, param)
+
+
+def grid(search: dict[str, Param]) -> dict[str, list[Any]]:
+    """Every value of every parameter, for the grid sampler; floats need a step."""
+    values: dict[str, list[Any]] = {}
+    for key, param in search.items():
+        if isinstance(param, CategoricalParam):
+            values[key] = list(param.choices)
+        elif isinstance(param, IntParam):
+            values[key] = list(range(param.low, param.high + 1, param.step))
+        elif param.step is not None:
+            count = round((param.high - param.low) / param.step) + 1
+            values[key] = [float(v) for v in np.linspace(param.low, param.high, count)]
+        else:
+            raise ValueError(f"search.{key}: the grid sampler needs choices or a step")
+    return values

@@ -1,0 +1,139 @@
+"""A search from start to end: study, data, Ray, Tuner, and what the user reads at the end."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+from dataclasses import dataclass
+
+import optuna
+import ray
+from ray import tune
+
+from search.errors import SpaceError
+from search.progress import ProgressPrinter
+from search.samplers import build_sampler
+from search.schedulers import build_scheduler
+from search.searcher import StudySearcher
+from search.space import SearchSpace
+from search.storage import (
+    StudyPaths,
+    default_url,
+    fail_interrupted,
+    finished_count,
+    mask,
+    open_storage,
+)
+from search.trainable import run_trial
+
+# Ray's automatic CSV/JSON/TensorBoard loggers cost time on every result; the study keeps all.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# Ray turns 127.0.0.1 into the machine's outward address; another loopback address keeps a
+# local search's traffic on this machine (Linux routes all of 127.0.0.0/8 to loopback).
+LOCAL_NODE_IP = "127.0.0.2" if platform.system() == "Linux" else "127.0.0.1"
+
+
+@dataclass
+class SearchRequest:
+    space: SearchSpace
+    study_name: str
+    n_trials: int
+    resume: bool = False
+    address: str | None = None
+
+
+@dataclass
+class SearchResult:
+    study: optuna.Study
+    storage_url: str
+    paths: StudyPaths
+
+
+def open_study(request: SearchRequest, paths: StudyPaths) -> tuple[optuna.Study, str, bool]:
+    """The study, its storage URL, and whether it is new. Refuses to mix a finished search's
+    trials with a new one unless asked to resume."""
+    space = request.space
+    url = space.head.study.storage or default_url(paths)
+    storage = open_storage(url, space.source)
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    exists = request.study_name in names
+    if exists and not request.resume:
+        raise SpaceError(space.source, "study.name", f"study '{request.study_name}' already "
+                         f"exists in {mask(url)}; add --resume to continue it, or choose "
+                         "another name with --study")
+    study = optuna.create_study(
+        storage=storage, study_name=request.study_name, load_if_exists=True,
+        direction=space.head.study.direction,
+    )
+    return study, url, not exists
+
+
+def start_ray(request: SearchRequest) -> None:
+    if ray.is_initialized():
+        return
+    if request.address:
+        ray.init(address=request.address, log_to_driver=False)
+    else:
+        ray.init(_node_ip_address=LOCAL_NODE_IP, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+
+
+def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
+    space = request.space
+    # Build everything that can reject the input before touching the study folder.
+    sampler = build_sampler(space)
+    scheduler = build_scheduler(space)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    study, url, new = open_study(request, paths)
+    if new:
+        study.set_user_attr("space_file", str(space.source))
+        study.set_user_attr("objective", space.head.objective)
+        study.set_user_attr("metric", space.head.study.metric)
+        # The untuned configuration runs first, so the search has something to beat.
+        study.enqueue_trial(space.baseline_params(), user_attrs={"baseline": True})
+    else:
+        interrupted = fail_interrupted(study._storage, request.study_name)
+        if interrupted:
+            print(f"marked interrupted trials as failed: {interrupted}")
+    remaining = request.n_trials - finished_count(study)
+    if remaining <= 0:
+        print(f"study '{request.study_name}' already has {request.n_trials} finished trials")
+        return SearchResult(study, url, paths)
+
+    space.objective.prepare(space.defaults, paths.prepared)
+    start_ray(request)
+    resources = space.head.resources
+    searcher = StudySearcher(space, study._storage, paths, sampler)
+    progress = ProgressPrinter(
+        total=request.n_trials, metric=space.head.study.metric,
+        minimize=space.head.study.direction == "minimize", paths=paths,
+        already=finished_count(study),
+    )
+    tuner = tune.Tuner(
+        tune.with_resources(
+            tune.with_parameters(run_trial, space=space, paths=paths),
+            {"cpu": resources.cpu, "gpu": resources.gpu},
+        ),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=remaining,
+            max_concurrent_trials=space.head.study.max_concurrent_trials,
+            time_budget_s=space.head.study.time_budget_s,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=request.study_name,
+            storage_path=str(paths.ray),
+            verbose=0,
+            callbacks=[progress],
+        ),
+    )
+    # The study holds every result; Ray's own result files are off, so its analysis would
+    # only warn that it cannot find them.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    tuner.fit()
+    return SearchResult(optuna.load_study(study_name=request.study_name, storage=study._storage),
+                        url, paths)

@@ -1,0 +1,37 @@
+"""Optuna samplers by name, with their options from the space."""
+
+from __future__ import annotations
+
+import inspect
+
+import optuna
+
+from search.distributions import grid
+from search.errors import SpaceError
+from search.space import SearchSpace
+
+SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
+    "tpe": optuna.samplers.TPESampler,
+    "random": optuna.samplers.RandomSampler,
+    "grid": optuna.samplers.GridSampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "gp": optuna.samplers.GPSampler,
+    "qmc": optuna.samplers.QMCSampler,
+    "nsga2": optuna.samplers.NSGAIISampler,
+}
+
+
+def build_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
+    """The sampler the space names, seeded with the study's seed unless its options say else."""
+    section = space.head.sampler
+    cls = SAMPLERS[section.name]
+    options = dict(section.options)
+    accepted = inspect.signature(cls.__init__).parameters
+    if "seed" in accepted:
+        options.setdefault("seed", space.head.study.seed)
+    try:
+        if section.name == "grid":
+            options.setdefault("search_space", grid(space.head.search))
+        return cls(**options)
+    except (TypeError, ValueError, ImportError) as error:
+        raise SpaceError(space.source, "sampler.options", str(error).splitlines()[0]) from None

@@ -1,0 +1,326 @@
+"""The search space file: YAML, validated with pydantic, then turned into trial configs.
+
+A space has generic sections (study, sampler, scheduler, resources, search) and the sections of
+its objective (for the default LoRA objective: model, data, training, lora, early_stopping),
+which the objective's own pydantic model validates.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from objectives import Objective, get_objective
+from search.errors import SpaceError, closest, from_validation_error
+
+SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
+STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StudySection(Section):
+    name: str | None = Field(None, description="Study name; defaults to the space file's name.")
+    storage: str | None = Field(
+        None,
+        description="Optuna storage URL (sqlite:///..., postgresql://..., journal:PATH); "
+        "defaults to SQLite in studies/<name>/optuna.db.",
+    )
+    metric: str = Field("eval_loss", description="The reported metric the search optimises.")
+    direction: Literal["minimize", "maximize"] = "minimize"
+    n_trials: int = Field(20, gt=0, description="Trials in the study when the search ends.")
+    max_concurrent_trials: int = Field(1, gt=0, description="Trials run at the same time.")
+    time_budget_s: float | None = Field(None, gt=0, description="Stop starting trials after this.")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _safe_name(self) -> StudySection:
+        if self.name is not None and (not STUDY_NAME.match(self.name) or ".." in self.name):
+            raise ValueError(
+                f"study name {self.name!r} must be letters, digits, '_', '-' or '.', "
+                "with no path separator or '..'"
+            )
+        return self
+
+
+class SamplerSection(Section):
+    name: Literal["tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2"] = "tpe"
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments of the Optuna sampler."
+    )
+
+
+class SchedulerSection(Section):
+    name: Literal["asha", "median", "none"] = "asha"
+    grace_period: int = Field(20, gt=0, description="Steps a trial runs before it can be stopped.")
+    reduction_factor: float = Field(3, gt=1, description="ASHA keeps 1/reduction_factor a rung.")
+    max_t: int | None = Field(
+        None, gt=0, description="Longest trial in steps; defaults to training.max_steps."
+    )
+
+
+class ResourcesSection(Section):
+    cpu: float = Field(1, gt=0, description="CPU cores per trial (also its torch threads).")
+    gpu: float = Field(0, ge=0, description="GPUs per trial; fractions share a GPU.")
+
+
+class _Param(Section):
+    when: dict[str, list[Any]] | None = Field(
+        None, description="Suggest this parameter only when each named parameter has one of "
+        "the listed values."
+    )
+
+
+class FloatParam(_Param):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _range(self) -> FloatParam:
+        _check_range(self.low, self.high, self.log)
+        if self.log and self.step is not None:
+            raise ValueError("log and step cannot be combined")
+        if self.step is not None and not _fits(self.high - self.low, self.step):
+            raise ValueError(f"step {self.step} does not divide high - low")
+        return self
+
+
+class IntParam(_Param):
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = Field(1, gt=0)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _range(self) -> IntParam:
+        _check_range(self.low, self.high, self.log)
+        if self.log and self.step != 1:
+            raise ValueError("log scale needs step 1")
+        if (self.high - self.low) % self.step:
+            raise ValueError(f"step {self.step} does not fit the range {self.low}..{self.high}")
+        return self
+
+
+class CategoricalParam(_Param):
+    type: Literal["categorical"]
+    choices: list[str | bool | int | float | None] = Field(min_length=1)
+
+
+Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
+
+
+def _check_range(low: float, high: float, log: bool) -> None:
+    if low >= high:
+        raise ValueError(f"low ({low}) must be below high ({high})")
+    if log and low <= 0:
+        raise ValueError(f"log scale needs low > 0, got {low}")
+
+
+def _fits(span: float, step: float) -> bool:
+    ratio = span / step
+    return abs(ratio - round(ratio)) < 1e-9
+
+
+class SpaceHead(Section):
+    """The generic sections every space has; the objective's sections are validated apart."""
+
+    objective: str = Field("causal_lm_lora", description="Module in objectives/ that trains.")
+    study: StudySection = Field(default_factory=StudySection)
+    sampler: SamplerSection = Field(default_factory=SamplerSection)
+    scheduler: SchedulerSection = Field(default_factory=SchedulerSection)
+    resources: ResourcesSection = Field(default_factory=ResourcesSection)
+    retry_on_oom: bool = False
+    search: dict[str, Param] = Field(default_factory=dict)
+
+
+class SearchSpace:
+    """A validated space: the generic head, the objective's defaults and the search section."""
+
+    def __init__(self, source: Path, head: SpaceHead, objective: Objective, defaults: BaseModel):
+        self.source, self.head, self.objective, self.defaults = source, head, objective, defaults
+
+    @property
+    def study_name(self) -> str:
+        return self.head.study.name or self.source.stem
+
+    def trial_config(self, params: dict[str, Any]) -> BaseModel:
+        """The objective's config with the sampled parameters set at their dotted keys."""
+        raw = self.defaults.model_dump()
+        for key, value in params.items():
+            _set_dotted(raw, key, value)
+        try:
+            return type(self.defaults).model_validate(raw)
+        except ValidationError as error:
+            raise from_validation_error(self.source, error) from None
+
+    def baseline_params(self) -> dict[str, Any]:
+        """The untuned configuration: each searched key at its value in the fixed sections."""
+        raw = self.defaults.model_dump()
+        params = {}
+        for key, param in self.head.search.items():
+            if is_active(param, params):
+                value = _get_dotted(raw, key)
+                if value is not None:
+                    params[key] = value
+        return params
+
+
+def resolve_space_path(name_or_path: str) -> Path:
+    """A bare name (no path separator) is looked up in spaces/; anything else is a path."""
+    path = Path(name_or_path)
+    if path.parent == Path(".") and not path.exists():
+        path = SPACES_DIR / name_or_path
+    if not path.is_file():
+        raise SpaceError(name_or_path, "", "no such space file")
+    return path
+
+
+def load_space(name_or_path: str) -> SearchSpace:
+    """Read, validate and cross-check a space file; raises SpaceError on any bad input."""
+    path = resolve_space_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else ""
+        raise SpaceError(path, where, f"invalid YAML: {getattr(error, 'problem', error)}") from None
+    except UnicodeDecodeError:
+        raise SpaceError(path, "", "not UTF-8 text") from None
+    if not isinstance(raw, dict):
+        raise SpaceError(path, "", "a space file must be a YAML mapping of sections")
+    head_keys = set(SpaceHead.model_fields)
+    try:
+        head = SpaceHead.model_validate({k: v for k, v in raw.items() if k in head_keys})
+    except ValidationError as error:
+        raise from_validation_error(path, error, fields_at=_keys_at(SpaceHead)) from None
+    try:
+        objective = get_objective(head.objective)
+    except KeyError as error:
+        raise SpaceError(path, "objective", str(error.args[0])) from None
+    config_model = objective.config_model
+    body = {k: v for k, v in raw.items() if k not in head_keys}
+    for key in body:
+        if key not in config_model.model_fields:
+            hint = closest(key, head_keys | set(config_model.model_fields))
+            raise SpaceError(path, key, f"unknown section{hint}")
+    try:
+        defaults = config_model.model_validate(_resolve_paths(body, config_model, path.parent))
+    except ValidationError as error:
+        raise from_validation_error(path, error, fields_at=_keys_at(config_model)) from None
+    space = SearchSpace(path, head, objective, defaults)
+    _check_search(space)
+    return space
+
+
+def _check_search(space: SearchSpace) -> None:
+    """Every searched key exists, conditions refer to earlier parameters, and every value the
+    sampler may pick gives a config the objective accepts (checked one parameter at a time)."""
+    seen: list[str] = []
+    for key, param in space.head.search.items():
+        field = f"search.{key}"
+        if not _key_exists(type(space.defaults), key.split(".")):
+            valid = _all_dotted_keys(type(space.defaults))
+            raise SpaceError(space.source, field, f"no such config key{closest(key, valid)}")
+        for other in param.when or {}:
+            if other not in seen:
+                raise SpaceError(space.source, f"{field}.when", f"'{other}' is not searched "
+                                 "before this parameter")
+        seen.append(key)
+        values = param.choices if isinstance(param, CategoricalParam) else [param.low, param.high]
+        for value in values:
+            try:
+                config = space.trial_config({key: value})
+                space.objective.check(config)
+            except (SpaceError, ValueError) as error:
+                problem = error.problem if isinstance(error, SpaceError) else str(error)
+                raise SpaceError(space.source, field, f"value {value!r}: {problem}") from None
+
+
+def is_active(param: _Param, chosen: dict[str, Any]) -> bool:
+    return all(chosen.get(key) in values for key, values in (param.when or {}).items())
+
+
+def _set_dotted(raw: dict, key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def _get_dotted(raw: dict, key: str) -> Any:
+    node: Any = raw
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return copy.deepcopy(node)
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    is_model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+    return annotation if is_model else None
+
+
+def _key_exists(model: type[BaseModel], parts: list[str]) -> bool:
+    field = model.model_fields.get(parts[0])
+    if field is None:
+        return False
+    if len(parts) == 1:
+        return True
+    sub = _submodel(field.annotation)
+    if sub is not None:
+        return _key_exists(sub, parts[1:])
+    # A free-form mapping (model.config_overrides) takes any key below it.
+    return getattr(field.annotation, "__origin__", None) is dict
+
+
+def _all_dotted_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        sub = _submodel(field.annotation)
+        keys.extend(_all_dotted_keys(sub, f"{prefix}{name}.") if sub else [f"{prefix}{name}"])
+    return keys
+
+
+def _keys_at(model: type[BaseModel]):
+    """For error hints: the valid keys of the model nested at a location."""
+
+    def keys(loc: tuple) -> list[str]:
+        current: type[BaseModel] | None = model
+        for part in loc:
+            field = current.model_fields.get(str(part)) if current else None
+            current = _submodel(field.annotation) if field else None
+        if current is None and loc and loc[0] in {"study", "sampler", "scheduler", "resources"}:
+            return []
+        if current is None and loc and loc[0] == "search":
+            fields = set()
+            for param in (FloatParam, IntParam, CategoricalParam):
+                fields |= set(param.model_fields)
+            return sorted(fields)
+        return list(current.model_fields) if current else []
+
+    return keys
+
+
+def _resolve_paths(body: dict, model: type[BaseModel], base: Path) -> dict:
+    """A relative path found beside the space file means that file, wherever the launcher is
+    run from; otherwise it stays as written (relative to the working folder, or a hub id)."""
+    body = copy.deepcopy(body)
+    for section, keys in getattr(model, "path_fields", {}).items():
+        for key in keys:
+            value = body.get(section, {}).get(key) if isinstance(body.get(section), dict) else None
+            if isinstance(value, str) and (base / value).exists():
+                body[section][key] = str((base / value).resolve())
+    return body

@@ -1,0 +1,101 @@
+"""Where a study lives: its folder under studies/, its Optuna storage, and stale trials."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from search.errors import SpaceError
+
+STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
+RDB_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
+JOURNAL_PREFIX = "journal:"
+
+
+@dataclass(frozen=True)
+class StudyPaths:
+    """The folder of one study and what goes in it."""
+
+    root: Path
+
+    @classmethod
+    def for_study(cls, name: str, studies_dir: Path = STUDIES_DIR) -> StudyPaths:
+        return cls((studies_dir / name).resolve())
+
+    @property
+    def db(self) -> Path:
+        return self.root / "optuna.db"
+
+    @property
+    def trials(self) -> Path:
+        return self.root / "trials"
+
+    @property
+    def best(self) -> Path:
+        return self.root / "best"
+
+    @property
+    def prepared(self) -> Path:
+        return self.root / "prepared"
+
+    @property
+    def ray(self) -> Path:
+        return self.root / "ray"
+
+    def trial_dir(self, number: int) -> Path:
+        return self.trials / f"{number:04d}"  # zero-padded so folders sort by number
+
+
+def default_url(paths: StudyPaths) -> str:
+    return f"sqlite:///{paths.db}"
+
+
+def open_storage(url: str, source: str | Path = "study.storage") -> BaseStorage:
+    """An Optuna storage for a URL: an SQLAlchemy URL, or journal:PATH for a journal file."""
+    if url.startswith(JOURNAL_PREFIX):
+        path = Path(url[len(JOURNAL_PREFIX):]).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    try:
+        scheme = make_url(url).get_backend_name()
+    except ArgumentError:
+        scheme = None
+    if scheme not in RDB_SCHEMES:
+        raise SpaceError(source, "study.storage", f"unsupported storage URL {mask(url)!r}; use "
+                         "sqlite:///PATH, postgresql://..., mysql://... or journal:PATH")
+    if scheme == "sqlite" and make_url(url).database:
+        Path(make_url(url).database).parent.mkdir(parents=True, exist_ok=True)
+    return RDBStorage(url)
+
+
+def mask(url: str) -> str:
+    """The URL with any password replaced by ***, for printing and storing."""
+    if url.startswith(JOURNAL_PREFIX):
+        return url
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def fail_interrupted(storage: BaseStorage, study_name: str) -> list[int]:
+    """Trials left RUNNING by a driver that died are marked FAIL; returns their numbers."""
+    study_id = storage.get_study_id_from_name(study_name)
+    numbers = []
+    for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.set_trial_user_attr(trial._trial_id, "fail_reason", "interrupted")
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        numbers.append(trial.number)
+    return numbers
+
+
+def finished_count(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                        TrialState.FAIL)))
