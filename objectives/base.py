@@ -55,6 +55,9 @@ class Objective(ABC):
     def check(self, config: BaseModel) -> None:  # noqa: B027 - optional hook
         """Raise ValueError for a config that cannot work, before any trial runs."""
 
+    def check_data(self, config: BaseModel) -> None:  # noqa: B027 - optional hook
+        """Raise SpaceError for data that cannot be used (read once, before the search)."""
+
     def prepare(self, config: BaseModel, prepared_dir: Path) -> None:  # noqa: B027
         """Work shared by all trials (tokenising data), done once by the driver."""
 

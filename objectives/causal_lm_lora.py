@@ -103,8 +103,15 @@ class LoraSection(_Section):
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] | str = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
-        description="Module names to adapt, or 'all-linear'.")
+        description="Module names to adapt (a list or one name), or 'all-linear'.")
     bias: Literal["none", "all", "lora_only"] = "none"
+
+
+def _module_names(lora: LoraSection) -> list[str] | str:
+    # peft reads a lone string as a regular expression over full module paths; here it is one
+    # module name, like each item of a list.
+    modules = lora.target_modules
+    return [modules] if isinstance(modules, str) and modules != "all-linear" else modules
 
 
 class EarlyStoppingSection(_Section):
@@ -204,6 +211,11 @@ class CausalLMLoRA(Objective):
     def check(self, config: CausalLMConfig) -> None:
         model_config(config, model_path(config))
 
+    def check_data(self, config: CausalLMConfig) -> None:
+        data = config.data
+        sft_data.split_examples(sft_data.read_examples(Path(data.path)), data.validation_fraction,
+                                data.test_fraction, data.seed, Path(data.path))
+
     def prepare(self, config: CausalLMConfig, prepared_dir: Path) -> None:
         self._tokenized(config, prepared_dir)
 
@@ -225,7 +237,7 @@ class CausalLMLoRA(Objective):
         model = AutoModelForCausalLM.from_pretrained(path, config=model_config(config, path))
         model = get_peft_model(model, LoraConfig(
             task_type="CAUSAL_LM", r=config.lora.r, lora_alpha=config.lora.lora_alpha,
-            lora_dropout=config.lora.lora_dropout, target_modules=config.lora.target_modules,
+            lora_dropout=config.lora.lora_dropout, target_modules=_module_names(config.lora),
             bias=config.lora.bias,
         ))
 

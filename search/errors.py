@@ -39,14 +39,14 @@ def from_validation_error(
     ``fields_at(loc)`` returns the valid keys of the model found at ``loc``.
     """
     first = error.errors()[0]
-    loc = tuple(first["loc"])
+    raw_loc = tuple(first["loc"])
     # Tagged unions put the tag in the location (search.x.float.low); users never wrote it.
-    loc = tuple(part for part in loc if part not in {"float", "int", "categorical"})
+    loc = tuple(part for part in raw_loc if part not in {"float", "int", "categorical"})
     field = dotted((prefix, *loc) if prefix else loc)
     more = len(error.errors()) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     if first["type"] == "extra_forbidden":
-        hint = closest(str(loc[-1]), fields_at(loc[:-1])) if fields_at else ""
+        hint = closest(str(loc[-1]), fields_at(raw_loc[:-1])) if fields_at else ""
         return SpaceError(source, field, f"unknown key{hint}{tail}")
     message = first["msg"].removeprefix("Value error, ")
     return SpaceError(source, field, f"{message}{tail}")

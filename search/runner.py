@@ -56,7 +56,7 @@ def open_study(request: SearchRequest, paths: StudyPaths) -> tuple[optuna.Study,
     trials with a new one unless asked to resume."""
     space = request.space
     url = space.head.study.storage or default_url(paths)
-    storage = open_storage(url, space.source)
+    storage = open_storage(url)
     names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     exists = request.study_name in names
     if exists and not request.resume:

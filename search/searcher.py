@@ -74,5 +74,11 @@ class StudySearcher(OptunaSearch):
         if ended.reason:
             key = "fail_reason" if ended.state == optuna.trial.TrialState.FAIL else "prune_reason"
             trial.set_user_attr(key, ended.reason)
-        self._ot_study.tell(trial, ended.value, state=ended.state)
+        try:
+            self._ot_study.tell(trial, ended.value, state=ended.state)
+        except RuntimeError as error:
+            # The grid sampler calls Study.stop once every point has run, which only works
+            # inside Study.optimize; the trial's state is stored before that.
+            if "Study.stop" not in str(error):
+                raise
         self._completed_trials.add(trial_id)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from objectives import Objective, get_objective
 from search.errors import SpaceError, closest, from_validation_error
+from search.storage import check_storage_url
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -42,6 +43,8 @@ class StudySection(Section):
 
     @model_validator(mode="after")
     def _safe_name(self) -> StudySection:
+        if self.storage is not None:
+            check_storage_url(self.storage)
         if self.name is not None and (not STUDY_NAME.match(self.name) or ".." in self.name):
             raise ValueError(
                 f"study name {self.name!r} must be letters, digits, '_', '-' or '.', "
@@ -220,6 +223,7 @@ def load_space(name_or_path: str) -> SearchSpace:
         raise from_validation_error(path, error, fields_at=_keys_at(config_model)) from None
     space = SearchSpace(path, head, objective, defaults)
     _check_search(space)
+    objective.check_data(defaults)
     return space
 
 
@@ -296,19 +300,15 @@ def _all_dotted_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 def _keys_at(model: type[BaseModel]):
     """For error hints: the valid keys of the model nested at a location."""
+    params = {"float": FloatParam, "int": IntParam, "categorical": CategoricalParam}
 
     def keys(loc: tuple) -> list[str]:
+        if len(loc) == 3 and loc[0] == "search" and loc[2] in params:
+            return list(params[loc[2]].model_fields)  # search.<key>.<type>.<field>
         current: type[BaseModel] | None = model
         for part in loc:
             field = current.model_fields.get(str(part)) if current else None
             current = _submodel(field.annotation) if field else None
-        if current is None and loc and loc[0] in {"study", "sampler", "scheduler", "resources"}:
-            return []
-        if current is None and loc and loc[0] == "search":
-            fields = set()
-            for param in (FloatParam, IntParam, CategoricalParam):
-                fields |= set(param.model_fields)
-            return sorted(fields)
         return list(current.model_fields) if current else []
 
     return keys

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,9 +13,8 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from search.errors import SpaceError
-
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
+INTERRUPTED = "interrupted"
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
 JOURNAL_PREFIX = "journal:"
 
@@ -26,8 +26,9 @@ class StudyPaths:
     root: Path
 
     @classmethod
-    def for_study(cls, name: str, studies_dir: Path = STUDIES_DIR) -> StudyPaths:
-        return cls((studies_dir / name).resolve())
+    def for_study(cls, name: str) -> StudyPaths:
+        """studies/<name>, or under $FTSEARCH_STUDIES when set."""
+        return cls((Path(os.environ.get("FTSEARCH_STUDIES", STUDIES_DIR)) / name).resolve())
 
     @property
     def db(self) -> Path:
@@ -57,21 +58,31 @@ def default_url(paths: StudyPaths) -> str:
     return f"sqlite:///{paths.db}"
 
 
-def open_storage(url: str, source: str | Path = "study.storage") -> BaseStorage:
-    """An Optuna storage for a URL: an SQLAlchemy URL, or journal:PATH for a journal file."""
+def check_storage_url(url: str) -> None:
+    """Raise ValueError for a URL no Optuna storage here can open."""
     if url.startswith(JOURNAL_PREFIX):
-        path = Path(url[len(JOURNAL_PREFIX):]).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        if not url[len(JOURNAL_PREFIX):]:
+            raise ValueError("journal: needs a file path, e.g. journal:studies/x/journal.log")
+        return
     try:
         scheme = make_url(url).get_backend_name()
     except ArgumentError:
         scheme = None
     if scheme not in RDB_SCHEMES:
-        raise SpaceError(source, "study.storage", f"unsupported storage URL {mask(url)!r}; use "
-                         "sqlite:///PATH, postgresql://..., mysql://... or journal:PATH")
-    if scheme == "sqlite" and make_url(url).database:
-        Path(make_url(url).database).parent.mkdir(parents=True, exist_ok=True)
+        raise ValueError(f"unsupported storage URL {mask(url)!r}; use sqlite:///PATH, "
+                         "postgresql://..., mysql://... or journal:PATH")
+
+
+def open_storage(url: str) -> BaseStorage:
+    """An Optuna storage for a URL: an SQLAlchemy URL, or journal:PATH for a journal file."""
+    check_storage_url(url)
+    if url.startswith(JOURNAL_PREFIX):
+        path = Path(url[len(JOURNAL_PREFIX):]).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    database = make_url(url).database
+    if make_url(url).get_backend_name() == "sqlite" and database:
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
     return RDBStorage(url)
 
 
@@ -90,12 +101,16 @@ def fail_interrupted(storage: BaseStorage, study_name: str) -> list[int]:
     study_id = storage.get_study_id_from_name(study_name)
     numbers = []
     for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-        storage.set_trial_user_attr(trial._trial_id, "fail_reason", "interrupted")
+        storage.set_trial_user_attr(trial._trial_id, "fail_reason", INTERRUPTED)
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         numbers.append(trial.number)
     return numbers
 
 
 def finished_count(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                        TrialState.FAIL)))
+    """Trials that count toward the study's total: interrupted ones are run again."""
+    return sum(
+        1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
+                                                              TrialState.PRUNED, TrialState.FAIL))
+        if t.user_attrs.get("fail_reason") != INTERRUPTED
+    )

@@ -1,0 +1,34 @@
+# Quick start:  make run   (set up, then search the default space)
+#               make test  (set up, then run the test suite)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SPACE ?= lora.yaml
+
+.PHONY: setup run test lint clean
+
+# torch first, pinned to the CPU wheel this setup is tested with; on a GPU machine install the
+# CUDA build of torch into .venv before `make setup` and it is kept.
+$(BIN)/ftsearch-ready: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+setup: $(BIN)/ftsearch-ready
+
+run: setup
+	$(BIN)/python launcher.py --space $(SPACE)
+
+# pytest exits 5 when it collected no test: a failure, never a silent pass.
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "no test ran" >&2; exit 1; fi; exit $$status
+
+lint: setup
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,32 @@
+"""Shared fixtures: an isolated studies folder per test, one model cache per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).resolve().parent / "data"
+TINY_SPACE = DATA / "spaces" / "tiny.yaml"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The embedded model is built once per cache; CI points this at its own folder.
+    if "FTSEARCH_CACHE" not in os.environ:
+        os.environ["FTSEARCH_CACHE"] = str(Path.home() / ".cache" / "ftsearch")
+
+
+@pytest.fixture(autouse=True)
+def studies_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test writes its studies to its own folder, never to the repository's."""
+    folder = tmp_path / "studies"
+    monkeypatch.setenv("FTSEARCH_STUDIES", str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    from objectives.tiny_llama import ensure_builtin
+
+    return ensure_builtin()

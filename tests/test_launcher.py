@@ -1,0 +1,133 @@
+"""The launcher end to end: real Ray, real Optuna storage, real fine-tune steps."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import ray
+from optuna.trial import TrialState
+
+import launcher
+from tests.conftest import DATA, TINY_SPACE
+
+REPO = Path(__file__).resolve().parent.parent
+BAD_SPACES = sorted((DATA / "bad_spaces").glob("*.yaml"))
+
+
+def expected_message(path: Path) -> str:
+    """Each bad space's first line reads '# expect: <part of the error message>'."""
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    assert first.startswith("# expect: "), f"{path.name} has no '# expect:' line"
+    return first.removeprefix("# expect: ")
+
+
+@pytest.mark.parametrize("space", BAD_SPACES, ids=[p.stem for p in BAD_SPACES])
+def test_bad_space_is_one_line_exit_2_and_creates_nothing(space, studies_dir, capsys):
+    code = launcher.main(["--space", str(space)])
+    err = capsys.readouterr().err
+    assert code == 2
+    # One line, naming the file and the problem, no traceback.
+    assert err.count("\n") == 1 and "Traceback" not in err
+    # The space file, or for bad data the dataset file, is named.
+    assert err.startswith(f"error: {space}: ") or ".jsonl" in err
+    assert expected_message(space) in err
+    assert not studies_dir.exists()
+
+
+def test_bad_space_corpus_is_large_enough():
+    # Each file is a distinct bad input; the issue asks for at least 30.
+    assert len(BAD_SPACES) >= 30
+
+
+def test_missing_space_file_and_bad_flags(capsys, studies_dir):
+    assert launcher.main(["--space", "no_such_space.yaml"]) == 2
+    assert "no_such_space.yaml: no such space file" in capsys.readouterr().err
+    assert launcher.main(["--space", str(TINY_SPACE), "--trials", "0"]) == 2
+    assert "--trials: must be a positive number" in capsys.readouterr().err
+    assert launcher.main(["--space", str(TINY_SPACE), "--study", "../x"]) == 2
+    assert "no path separator" in capsys.readouterr().err
+    assert not studies_dir.exists()
+
+
+def test_bad_space_in_a_fresh_process_prints_no_traceback(studies_dir):
+    bad = DATA / "bad_spaces" / "unknown_key.yaml"
+    run = subprocess.run([sys.executable, "launcher.py", "--space", str(bad)], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [
+        f"error: {bad}: training.learnin_rate: unknown key (did you mean 'learning_rate'?)"]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    yield
+    ray.shutdown()
+
+
+def load(studies_dir: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{studies_dir / name / 'optuna.db'}")
+
+
+def test_search_records_complete_pruned_and_failed_trials_and_resumes(
+    local_ray, studies_dir, capsys
+):
+    # A first run stops after 2 of the space's 5 trials, as if interrupted.
+    assert launcher.main(["--space", str(TINY_SPACE), "--study", "tiny", "--trials", "2"]) == 0
+    study = load(studies_dir, "tiny")
+    assert len(study.trials) == 2
+
+    # Every Ray node of the local search is on a loopback address.
+    assert all(node["NodeManagerAddress"].startswith("127.") for node in ray.nodes())
+
+    # A trial left RUNNING by a driver that died is failed as interrupted, then made up for.
+    study.ask()
+    assert launcher.main(["--space", str(TINY_SPACE), "--study", "tiny"]) == 2
+    assert "add --resume" in capsys.readouterr().err
+    assert launcher.main(["--space", str(TINY_SPACE), "--study", "tiny", "--resume"]) == 0
+    out = capsys.readouterr().out
+
+    study = load(studies_dir, "tiny")
+    trials = study.trials
+    by_state = {state: [t for t in trials if t.state == state] for state in TrialState}
+    interrupted = [t for t in by_state[TrialState.FAIL]
+                   if t.user_attrs.get("fail_reason") == "interrupted"]
+    assert len(interrupted) == 1
+    # The trial count is reached by trials that ran, with no number reused.
+    assert len(trials) - len(interrupted) == 5
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+
+    # The untuned baseline ran first.
+    assert trials[0].user_attrs["baseline"] is True
+    assert trials[0].params["training.learning_rate"] == pytest.approx(1e-2)
+
+    # Completed trials carry values and intermediate values at the evaluation steps.
+    complete = by_state[TrialState.COMPLETE]
+    assert len(complete) >= 2
+    for trial in complete:
+        assert trial.value is not None and trial.value < 5
+        assert set(trial.intermediate_values) == {10, 20, 30}
+        assert Path(trial.user_attrs["trial_dir"], "adapter", "adapter_config.json").is_file()
+
+    # The slow learner is stopped by ASHA at its first rung: PRUNED with its values.
+    pruned = by_state[TrialState.PRUNED]
+    assert [t.params["training.learning_rate"] for t in pruned] == [pytest.approx(1e-5)]
+    assert pruned[0].intermediate_values and max(pruned[0].intermediate_values) <= 20
+    assert "stopped early by the scheduler" in pruned[0].user_attrs["prune_reason"]
+
+    # Trials that raise are FAIL with the error's one-line summary.
+    failed = [t for t in by_state[TrialState.FAIL] if t not in interrupted]
+    assert len(failed) == 2
+    for trial in failed:
+        assert trial.params["lora.target_modules"] == "no_such_proj"
+        assert trial.user_attrs["fail_reason"].startswith("NoMatchingPeftModuleError: Target modules")
+
+    # Each trial folder holds the resolved config; the winner is copied to best/.
+    assert (Path(complete[0].user_attrs["trial_dir"]) / "config.yaml").is_file()
+    best = studies_dir / "tiny" / "best"
+    assert (best / "adapter_model.safetensors").is_file() and (best / "trial.json").is_file()
+    assert f"best trial {study.best_trial.number}" in out
+    assert "optuna-dashboard sqlite:///" in out
