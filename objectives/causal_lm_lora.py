@@ -264,7 +264,8 @@ class CausalLMLoRA(Objective):
             metric_for_best_model="eval_loss",
             greater_is_better=False,
             logging_steps=train_cfg.logging_steps,
-            gradient_checkpointing=train_cfg.gradient_checkpointing,
+            logging_nan_inf_filter=False,  # a NaN must reach _StopOnNonFiniteLoss, not be hidden
+            activation_checkpointing=train_cfg.gradient_checkpointing,
             seed=train_cfg.seed,
             use_cpu=not cuda,
             **precision_flags(train_cfg.precision, cuda, cuda and torch.cuda.is_bf16_supported()),

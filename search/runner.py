@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import optuna
 import ray
+from optuna.storages import BaseStorage
 from ray import tune
 
 from search.errors import SpaceError
@@ -30,6 +31,8 @@ from search.trainable import run_trial
 # Ray's automatic CSV/JSON/TensorBoard loggers cost time on every result; the study keeps all.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# A failing trial's reason is in the study and in the progress line; no traceback flood.
+os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
 # Ray turns 127.0.0.1 into the machine's outward address; another loopback address keeps a
 # local search's traffic on this machine (Linux routes all of 127.0.0.0/8 to loopback).
 LOCAL_NODE_IP = "127.0.0.2" if platform.system() == "Linux" else "127.0.0.1"
@@ -51,23 +54,34 @@ class SearchResult:
     paths: StudyPaths
 
 
-def open_study(request: SearchRequest, paths: StudyPaths) -> tuple[optuna.Study, str, bool]:
-    """The study, its storage URL, and whether it is new. Refuses to mix a finished search's
-    trials with a new one unless asked to resume."""
+def open_study(
+    request: SearchRequest, paths: StudyPaths
+) -> tuple[optuna.Study, BaseStorage, str, bool]:
+    """The study, its storage and URL, and whether it is new.
+
+    An existing study is only continued with --resume, and only by the space that made it:
+    trials of another space would mislead the sampler and the report.
+    """
     space = request.space
     url = space.head.study.storage or default_url(paths)
     storage = open_storage(url)
     names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     exists = request.study_name in names
-    if exists and not request.resume:
-        raise SpaceError(space.source, "study.name", f"study '{request.study_name}' already "
-                         f"exists in {mask(url)}; add --resume to continue it, or choose "
-                         "another name with --study")
+    if exists:
+        made_by = optuna.load_study(study_name=request.study_name, storage=storage).user_attrs
+        if made_by.get("space_fingerprint") not in (None, space.fingerprint()):
+            raise SpaceError(space.source, "study.name", f"study '{request.study_name}' in "
+                             f"{mask(url)} was made by another space "
+                             f"({made_by.get('space_file')}); choose another name with --study")
+        if not request.resume:
+            raise SpaceError(space.source, "study.name", f"study '{request.study_name}' already "
+                             f"exists in {mask(url)}; add --resume to continue it, or choose "
+                             "another name with --study")
     study = optuna.create_study(
         storage=storage, study_name=request.study_name, load_if_exists=True,
         direction=space.head.study.direction,
     )
-    return study, url, not exists
+    return study, storage, url, not exists
 
 
 def start_ray(request: SearchRequest) -> None:
@@ -80,21 +94,34 @@ def start_ray(request: SearchRequest) -> None:
                  configure_logging=False)
 
 
+def check_resources(space: SearchSpace) -> None:
+    """A trial that asks for more than the whole cluster has would wait forever: refuse it."""
+    have = ray.cluster_resources()
+    want = space.head.resources
+    for key, asked in (("CPU", want.cpu), ("GPU", want.gpu)):
+        if asked > have.get(key, 0):
+            raise SpaceError(space.source, f"resources.{key.lower()}", f"each trial asks for "
+                             f"{asked:g} {key}s but the cluster has {have.get(key, 0):g}")
+
+
 def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
     space = request.space
     # Build everything that can reject the input before touching the study folder.
     sampler = build_sampler(space)
     scheduler = build_scheduler(space)
+    start_ray(request)
+    check_resources(space)
     paths.root.mkdir(parents=True, exist_ok=True)
-    study, url, new = open_study(request, paths)
+    study, storage, url, new = open_study(request, paths)
     if new:
         study.set_user_attr("space_file", str(space.source))
+        study.set_user_attr("space_fingerprint", space.fingerprint())
         study.set_user_attr("objective", space.head.objective)
         study.set_user_attr("metric", space.head.study.metric)
         # The untuned configuration runs first, so the search has something to beat.
         study.enqueue_trial(space.baseline_params(), user_attrs={"baseline": True})
     else:
-        interrupted = fail_interrupted(study._storage, request.study_name)
+        interrupted = fail_interrupted(storage, request.study_name)
         if interrupted:
             print(f"marked interrupted trials as failed: {interrupted}")
     remaining = request.n_trials - finished_count(study)
@@ -103,9 +130,8 @@ def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
         return SearchResult(study, url, paths)
 
     space.objective.prepare(space.defaults, paths.prepared)
-    start_ray(request)
     resources = space.head.resources
-    searcher = StudySearcher(space, study._storage, paths, sampler)
+    searcher = StudySearcher(space, storage, paths, sampler)
     progress = ProgressPrinter(
         total=request.n_trials, metric=space.head.study.metric,
         minimize=space.head.study.direction == "minimize", paths=paths,
@@ -135,5 +161,5 @@ def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
     # only warn that it cannot find them.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     tuner.fit()
-    return SearchResult(optuna.load_study(study_name=request.study_name, storage=study._storage),
+    return SearchResult(optuna.load_study(study_name=request.study_name, storage=storage),
                         url, paths)

@@ -8,6 +8,8 @@ which the objective's own pydantic model validates.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -166,6 +168,16 @@ class SearchSpace:
             return type(self.defaults).model_validate(raw)
         except ValidationError as error:
             raise from_validation_error(self.source, error) from None
+
+    def fingerprint(self) -> str:
+        """Identifies what trials of this space mean: the objective, its fixed config and the
+        search section. Trials of two spaces with different fingerprints do not mix."""
+        content = {
+            "objective": self.head.objective,
+            "defaults": self.defaults.model_dump(mode="json"),
+            "search": {k: v.model_dump(mode="json") for k, v in self.head.search.items()},
+        }
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
     def baseline_params(self) -> dict[str, Any]:
         """The untuned configuration: each searched key at its value in the fixed sections."""

@@ -18,6 +18,14 @@ REPO = Path(__file__).resolve().parent.parent
 BAD_SPACES = sorted((DATA / "bad_spaces").glob("*.yaml"))
 
 
+def tiny_variant(dest: Path, old: str, new: str) -> Path:
+    """A copy of the tiny space elsewhere, with one text change."""
+    text = TINY_SPACE.read_text().replace("../../../data", str(REPO / "data"))
+    assert old in text
+    dest.write_text(text.replace(old, new, 1))
+    return dest
+
+
 def expected_message(path: Path) -> str:
     """Each bad space's first line reads '# expect: <part of the error message>'."""
     first = path.read_text(encoding="utf-8").splitlines()[0]
@@ -69,7 +77,16 @@ def local_ray():
 
 
 def load(studies_dir: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{studies_dir / name / 'optuna.db'}")
+    url = f"sqlite:///{studies_dir / name / 'optuna.db'}"
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def test_more_gpus_than_the_cluster_has_is_refused(local_ray, studies_dir, tmp_path, capsys):
+    space = tiny_variant(tmp_path / "gpu.yaml", "study:\n", "resources: {gpu: 4}\nstudy:\n")
+    assert launcher.main(["--space", str(space)]) == 2
+    assert "resources.gpu: each trial asks for 4 GPUs but the cluster has 0" in \
+        capsys.readouterr().err
+    assert not studies_dir.exists()
 
 
 def test_search_records_complete_pruned_and_failed_trials_and_resumes(
@@ -123,7 +140,8 @@ def test_search_records_complete_pruned_and_failed_trials_and_resumes(
     assert len(failed) == 2
     for trial in failed:
         assert trial.params["lora.target_modules"] == "no_such_proj"
-        assert trial.user_attrs["fail_reason"].startswith("NoMatchingPeftModuleError: Target modules")
+        reason = trial.user_attrs["fail_reason"]
+        assert reason.startswith("NoMatchingPeftModuleError: Target modules")
 
     # Each trial folder holds the resolved config; the winner is copied to best/.
     assert (Path(complete[0].user_attrs["trial_dir"]) / "config.yaml").is_file()
@@ -131,3 +149,9 @@ def test_search_records_complete_pruned_and_failed_trials_and_resumes(
     assert (best / "adapter_model.safetensors").is_file() and (best / "trial.json").is_file()
     assert f"best trial {study.best_trial.number}" in out
     assert "optuna-dashboard sqlite:///" in out
+
+    # Another space may not add its trials to this study, even with --resume.
+    other = tiny_variant(studies_dir.parent / "other.yaml", "r: 4", "r: 2")
+    assert launcher.main(["--space", str(other), "--study", "tiny", "--resume"]) == 2
+    assert "was made by another space" in capsys.readouterr().err
+    assert len(load(studies_dir, "tiny").trials) == len(trials)

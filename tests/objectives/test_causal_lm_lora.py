@@ -1,0 +1,105 @@
+"""The LoRA recipe: real fine-tune steps on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from objectives.base import Reporter, TrialContext
+from objectives.causal_lm_lora import CausalLMConfig, CausalLMLoRA, model_config, precision_flags
+
+
+class Recorder(Reporter):
+    def __init__(self) -> None:
+        self.results: list[dict] = []
+
+    def report(self, metrics: dict) -> None:
+        self.results.append(metrics)
+
+
+def tiny_config(**training) -> CausalLMConfig:
+    return CausalLMConfig.model_validate({
+        "data": {"max_length": 64},
+        "training": {"learning_rate": 1e-2, "max_steps": 20, "eval_steps": 10,
+                     "per_device_train_batch_size": 8, "per_device_eval_batch_size": 64,
+                     **training},
+        "lora": {"r": 4, "lora_alpha": 8, "target_modules": "all-linear"},
+    })
+
+
+def run(config: CausalLMConfig, trial_dir: Path, prepared: Path) -> list[dict]:
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    objective = CausalLMLoRA()
+    objective.prepare(config, prepared)
+    recorder = Recorder()
+    objective.run(config, TrialContext(0, trial_dir, prepared, recorder))
+    return recorder.results
+
+
+def test_loss_falls_and_the_adapter_is_saved(tmp_path: Path) -> None:
+    config = tiny_config(max_steps=30, learning_rate=3e-3)
+    results = run(config, tmp_path / "t", tmp_path / "prepared")
+    evals = [r for r in results if "outcome" not in r]
+    assert [r["step"] for r in evals] == [10, 20, 30]
+    # Real learning: the answer tokens' loss drops a lot from the first evaluation.
+    assert evals[-1]["eval_loss"] < 0.6 * evals[0]["eval_loss"]
+    final = results[-1]
+    assert final["outcome"] == "complete"
+    assert final["eval_loss"] == pytest.approx(min(r["eval_loss"] for r in evals))
+    assert (tmp_path / "t" / "adapter" / "adapter_model.safetensors").is_file()
+    lines = (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [10, 20, 30, 30]
+
+
+def test_restarted_trial_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    trial_dir, prepared = tmp_path / "t", tmp_path / "prepared"
+    run(tiny_config(), trial_dir, prepared)
+    # As if the worker died after step 10: the later checkpoint and the adapter are gone.
+    shutil.rmtree(trial_dir / "checkpoints" / "checkpoint-20")
+    shutil.rmtree(trial_dir / "adapter")
+    resumed = run(tiny_config(), trial_dir, prepared)
+    # The step count continues from 10: the only evaluation left is step 20.
+    assert [r["step"] for r in resumed] == [20, 20]
+    assert resumed[-1]["outcome"] == "complete"
+
+
+def test_non_finite_loss_stops_the_trial_as_pruned(tmp_path: Path) -> None:
+    results = run(tiny_config(learning_rate=1e6, logging_steps=1, max_grad_norm=1e9),
+                  tmp_path / "t", tmp_path / "prepared")
+    assert results[-1]["outcome"] == "pruned"
+    assert "loss became" in results[-1]["reason"]
+    assert results[-1]["step"] < 20  # stopped at once, not at the end
+
+
+def test_attention_heads_override_keeps_weight_shapes(tiny_model: Path) -> None:
+    config = tiny_config()
+    config.model.config_overrides = {"num_attention_heads": 8}
+    changed = model_config(config, str(tiny_model))
+    assert (changed.num_attention_heads, changed.head_dim, changed.num_key_value_heads) == \
+        (8, 16, 8)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    rebuilt = AutoModelForCausalLM.from_pretrained(tiny_model, config=changed)
+    # Every pretrained weight loads unchanged; only how q/k/v split into heads differs.
+    for (name, a), (_, b) in zip(base.state_dict().items(), rebuilt.state_dict().items(),
+                                 strict=True):
+        assert torch.equal(a, b), name
+    config.model.config_overrides = {"num_attention_heads": 3}
+    with pytest.raises(ValueError, match="does not divide hidden_size=128"):
+        model_config(config, str(tiny_model))
+
+
+def test_precision_follows_the_device() -> None:
+    assert precision_flags("auto", cuda=False, bf16_supported=False) == \
+        {"bf16": False, "fp16": False}
+    assert precision_flags("auto", cuda=True, bf16_supported=True) == \
+        {"bf16": True, "fp16": False}
+    # Older GPUs: fp16, which the Trainer trains with dynamic loss scaling.
+    assert precision_flags("auto", cuda=True, bf16_supported=False) == \
+        {"bf16": False, "fp16": True}
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        precision_flags("fp16", cuda=False, bf16_supported=False)

@@ -1,0 +1,69 @@
+"""The space file: shipped spaces validate, trial configs resolve, the baseline is the defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from search.errors import SpaceError
+from search.space import SPACES_DIR, load_space, resolve_space_path
+
+SHIPPED = sorted(SPACES_DIR.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_every_shipped_space_validates(path: Path) -> None:
+    space = load_space(str(path))
+    assert space.head.search, "a shipped space searches something"
+    # The untuned configuration is a valid trial config too.
+    space.trial_config(space.baseline_params())
+
+
+def test_bare_name_resolves_in_spaces_and_paths_are_taken_as_is(tmp_path: Path) -> None:
+    assert resolve_space_path("lora.yaml") == SPACES_DIR / "lora.yaml"
+    own = tmp_path / "lora.yaml"
+    own.write_text("study: {n_trials: 3}\ntraining: {max_steps: 40}\n")
+    assert resolve_space_path(str(own)) == own
+    with pytest.raises(SpaceError, match="no such space file"):
+        resolve_space_path("nope.yaml")
+
+
+def test_default_space_searches_what_the_service_promises() -> None:
+    space = load_space("lora.yaml")
+    searched = set(space.head.search)
+    assert {"training.learning_rate", "training.per_device_train_batch_size",
+            "training.gradient_accumulation_steps", "lora.r", "lora.lora_alpha",
+            "model.config_overrides.num_attention_heads"} <= searched
+    assert space.study_name == "lora"
+
+
+def test_trial_config_sets_dotted_keys_and_keeps_the_rest() -> None:
+    space = load_space("lora.yaml")
+    config = space.trial_config({"lora.r": 16, "model.config_overrides.num_attention_heads": 8})
+    assert config.lora.r == 16
+    assert config.model.config_overrides == {"num_attention_heads": 8}
+    # The fixed sections keep their values.
+    assert config.training.max_steps == space.defaults.training.max_steps
+
+
+def test_relative_data_path_is_relative_to_the_space_file(tmp_path: Path) -> None:
+    data = tmp_path / "d" / "mine.jsonl"
+    data.parent.mkdir()
+    data.write_text("".join(f'{{"instruction": "q{i}", "output": "a{i}"}}\n' for i in range(20)))
+    space_file = tmp_path / "s.yaml"
+    space_file.write_text("data: {path: d/mine.jsonl}\ntraining: {max_steps: 40}\n"
+                          "search: {lora.r: {type: categorical, choices: [4, 8]}}\n")
+    assert load_space(str(space_file)).defaults.data.path == str(data.resolve())
+
+
+def test_conditional_parameter_needs_an_earlier_parameter(tmp_path: Path) -> None:
+    space_file = tmp_path / "c.yaml"
+    space_file.write_text(
+        "training: {max_steps: 40, lr_scheduler_type: linear}\nsearch:\n"
+        "  training.lr_scheduler_type: {type: categorical, choices: [linear, cosine]}\n"
+        "  training.warmup_ratio: {type: float, low: 0.0, high: 0.2,"
+        " when: {training.lr_scheduler_type: [cosine]}}\n")
+    space = load_space(str(space_file))
+    # warmup_ratio is inactive under the baseline's linear schedule, so it is not fixed.
+    assert space.baseline_params() == {"training.lr_scheduler_type": "linear"}
