@@ -61,6 +61,10 @@ class Objective(ABC):
     def prepare(self, config: BaseModel, prepared_dir: Path) -> None:  # noqa: B027
         """Work shared by all trials (tokenising data), done once by the driver."""
 
+    def oom_retry(self, config: BaseModel) -> dict[str, Any] | None:
+        """Dotted-key overrides that run the same trial in less memory, or None if none do."""
+        return None
+
     @abstractmethod
     def run(self, config: BaseModel, context: TrialContext) -> None:
         """Train and evaluate one trial."""

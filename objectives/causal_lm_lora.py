@@ -211,6 +211,16 @@ class CausalLMLoRA(Objective):
     def check(self, config: CausalLMConfig) -> None:
         model_config(config, model_path(config))
 
+    def oom_retry(self, config: CausalLMConfig) -> dict[str, Any] | None:
+        """Half the per-device batch, twice the accumulation: the same effective batch."""
+        batch = config.training.per_device_train_batch_size
+        if batch < 2:
+            return None
+        return {
+            "training.per_device_train_batch_size": batch // 2,
+            "training.gradient_accumulation_steps": config.training.gradient_accumulation_steps * 2,
+        }
+
     def check_data(self, config: CausalLMConfig) -> None:
         data = config.data
         sft_data.split_examples(sft_data.read_examples(Path(data.path)), data.validation_fraction,
@@ -289,32 +299,39 @@ class CausalLMLoRA(Objective):
                                       config.early_stopping.min_delta),
             ],
         )
-        resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-        trainer.train(resume_from_checkpoint=resume)
+        try:
+            resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+            trainer.train(resume_from_checkpoint=resume)
+            if guard.reason:
+                context.report({"step": trainer.state.global_step, "eval_loss": float("nan"),
+                                "outcome": "pruned", "reason": guard.reason})
+            else:
+                self._finish(trainer, prepared, tokenizer, context)
+        finally:
+            # Free what this trial held, also when the scheduler stops it mid-run, so the
+            # worker's next trial starts with all the memory this one had.
+            del trainer, model
+            gc.collect()
+            if cuda:
+                torch.cuda.empty_cache()
 
-        if guard.reason:
-            context.report({"step": trainer.state.global_step, "eval_loss": float("nan"),
-                            "outcome": "pruned", "reason": guard.reason})
-        else:
-            # The best checkpoint is loaded back: its loss is the trial's value.
-            for callback in (_ReportEvaluations, EarlyStoppingCallback):
-                trainer.remove_callback(callback)
-            final = trainer.evaluate()
-            test = trainer.evaluate(sft_data.load_split(prepared, "test"), metric_key_prefix="test")
-            model.save_pretrained(context.trial_dir / "adapter")
-            tokenizer.save_pretrained(context.trial_dir / "adapter")
-            context.report({
-                "step": trainer.state.global_step,
-                "eval_loss": final["eval_loss"],
-                "perplexity": math.exp(min(final["eval_loss"], 50.0)),
-                "test_loss": test["test_loss"],
-                "outcome": "complete",
-            })
-        # Free what this trial held before the worker takes the next one.
-        del trainer, model
-        gc.collect()
-        if cuda:
-            torch.cuda.empty_cache()
+    @staticmethod
+    def _finish(trainer: Trainer, prepared: Path, tokenizer, context: TrialContext) -> None:
+        """Evaluate the best checkpoint (loaded back by the Trainer), save its adapter, and
+        send the last report: its loss is the trial's value."""
+        for callback in (_ReportEvaluations, EarlyStoppingCallback):
+            trainer.remove_callback(callback)
+        final = trainer.evaluate()
+        test = trainer.evaluate(sft_data.load_split(prepared, "test"), metric_key_prefix="test")
+        trainer.model.save_pretrained(context.trial_dir / "adapter")
+        tokenizer.save_pretrained(context.trial_dir / "adapter")
+        context.report({
+            "step": trainer.state.global_step,
+            "eval_loss": final["eval_loss"],
+            "perplexity": math.exp(min(final["eval_loss"], 50.0)),
+            "test_loss": test["test_loss"],
+            "outcome": "complete",
+        })
 
     def save_best(self, trial_dir: Path, best_dir: Path) -> None:
         if best_dir.exists():

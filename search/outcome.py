@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from optuna.trial import TrialState
 
 from objectives.base import finite
 
-ERROR_FILE = "error.txt"  # a trial that raises writes its one-line summary here
+ERROR_FILE = "error.txt"  # a trial that raises leaves its traceback here
 
 
 @dataclass(frozen=True)
@@ -18,24 +17,29 @@ class Outcome:
     state: TrialState
     value: float | None = None
     reason: str | None = None
+    out_of_memory: bool = False
 
 
-def outcome(result: dict[str, Any] | None, error: bool, metric: str, trial_dir: Path) -> Outcome:
+def outcome(result: dict[str, Any] | None, error: bool, metric: str) -> Outcome:
     """How the trial ends in the study.
 
-    - raised: FAIL, with the error summary the trial wrote;
     - last report says "complete" with a finite value: COMPLETE with that value;
     - last report says "pruned" (e.g. non-finite loss): PRUNED with its reason;
+    - last report says "failed" (the objective raised): FAIL with the error's summary;
     - reports but no last one: the scheduler stopped it, PRUNED;
+    - Ray gave up on the worker (it died more often than allowed): FAIL;
     - no report at all: FAIL, it never evaluated.
     """
+    kind = (result or {}).get("outcome")
+    if kind == "failed":
+        return Outcome(TrialState.FAIL, reason=result.get("reason"),
+                       out_of_memory=bool(result.get("out_of_memory")))
     if error:
-        summary = trial_dir / ERROR_FILE
-        reason = summary.read_text(encoding="utf-8").strip() if summary.is_file() else None
-        return Outcome(TrialState.FAIL, reason=reason or "the trial's worker failed")
+        return Outcome(TrialState.FAIL, reason="the trial's worker died and could not be "
+                       "restarted")
     if not result or metric not in result:
         return Outcome(TrialState.FAIL, reason="stopped before its first evaluation")
-    kind, value = result.get("outcome"), result[metric]
+    value = result[metric]
     if kind == "complete" and finite(value):
         return Outcome(TrialState.COMPLETE, value=float(value))
     if kind == "complete":

@@ -10,7 +10,6 @@ from optuna.trial import TrialState
 from ray.tune import Callback
 
 from search.outcome import outcome
-from search.storage import StudyPaths
 
 LABELS = {
     TrialState.COMPLETE: "done",
@@ -20,9 +19,9 @@ LABELS = {
 
 
 class ProgressPrinter(Callback):
-    def __init__(self, total: int, metric: str, minimize: bool, paths: StudyPaths,
-                 already: int = 0, out=print) -> None:
-        self.total, self.metric, self.minimize, self.paths = total, metric, minimize, paths
+    def __init__(self, total: int, metric: str, minimize: bool, already: int = 0,
+                 out=print) -> None:
+        self.total, self.metric, self.minimize = total, metric, minimize
         self.already, self.out = already, out
         self.counts: Counter[TrialState] = Counter()
         self.running = 0
@@ -43,7 +42,7 @@ class ProgressPrinter(Callback):
 
     def _ended(self, trial: Any, error: bool) -> None:
         number = trial.config["trial_number"]
-        ended = outcome(trial.last_result, error, self.metric, self.paths.trial_dir(number))
+        ended = outcome(trial.last_result, error, self.metric)
         self.running -= 1
         self.counts[ended.state] += 1
         if ended.value is not None:

@@ -38,6 +38,9 @@ os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
 LOCAL_NODE_IP = "127.0.0.2" if platform.system() == "Linux" else "127.0.0.1"
 
 
+MAX_WORKER_RESTARTS = 2
+
+
 @dataclass
 class SearchRequest:
     space: SearchSpace
@@ -131,10 +134,10 @@ def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
 
     space.objective.prepare(space.defaults, paths.prepared)
     resources = space.head.resources
-    searcher = StudySearcher(space, storage, paths, sampler)
+    searcher = StudySearcher(space, request.study_name, storage, paths, sampler)
     progress = ProgressPrinter(
         total=request.n_trials, metric=space.head.study.metric,
-        minimize=space.head.study.direction == "minimize", paths=paths,
+        minimize=space.head.study.direction == "minimize",
         already=finished_count(study),
     )
     tuner = tune.Tuner(
@@ -155,6 +158,9 @@ def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
             storage_path=str(paths.ray),
             verbose=0,
             callbacks=[progress],
+            # A worker that dies (killed, node lost) is restarted and its trial resumes from
+            # its last checkpoint; errors in the trial's code are not retried (see trainable).
+            failure_config=tune.FailureConfig(max_failures=MAX_WORKER_RESTARTS),
         ),
     )
     # The study holds every result; Ray's own result files are off, so its analysis would

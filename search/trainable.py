@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import traceback
 from typing import Any
 
+import ray
+import torch
 import yaml
 from ray import tune
 
@@ -27,23 +32,33 @@ def error_summary(error: BaseException) -> str:
 def run_trial(config: dict[str, Any], space: SearchSpace, paths: StudyPaths) -> None:
     """One trial: its folder holds the resolved config, its metrics, checkpoints and adapter.
 
-    A trial that raises leaves its one-line error summary in the folder for the study.
+    A trial that raises ends with a last report saying "failed" (and its traceback in
+    error.txt), rather than raising into Ray: Ray's restarts are kept for workers that die,
+    which resume from their checkpoints; an error in the code would only happen again.
     """
     number = config["trial_number"]
     trial_dir = paths.trial_dir(number)
     trial_dir.mkdir(parents=True, exist_ok=True)
     (trial_dir / ERROR_FILE).unlink(missing_ok=True)  # a restarted trial starts clean
+    (trial_dir / "worker.json").write_text(json.dumps(
+        {"pid": os.getpid(), "node_ip": ray.util.get_node_ip_address()}), encoding="utf-8")
+    context = TrialContext(
+        number=number, trial_dir=trial_dir, prepared_dir=paths.prepared,
+        reporter=TuneReporter(), threads=max(1, math.floor(space.head.resources.cpu)),
+    )
     try:
-        trial_config = space.trial_config(config["params"])
+        trial_config = space.trial_config({**config["params"], **config.get("overrides", {})})
         resolved = {"trial": number, "params": config["params"],
+                    "overrides": config.get("overrides", {}),
                     **trial_config.model_dump(mode="json")}
         (trial_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False),
                                                encoding="utf-8")
-        context = TrialContext(
-            number=number, trial_dir=trial_dir, prepared_dir=paths.prepared,
-            reporter=TuneReporter(), threads=max(1, math.floor(space.head.resources.cpu)),
-        )
         space.objective.run(trial_config, context)
     except Exception as error:
-        (trial_dir / ERROR_FILE).write_text(error_summary(error) + "\n", encoding="utf-8")
-        raise
+        (trial_dir / ERROR_FILE).write_text(traceback.format_exc(), encoding="utf-8")
+        last_step = context.history[-1].get("step", 0) if context.history else 0
+        context.report({
+            "step": last_step, space.head.study.metric: float("nan"), "outcome": "failed",
+            "reason": error_summary(error),
+            "out_of_memory": isinstance(error, torch.cuda.OutOfMemoryError),
+        })

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -150,8 +151,13 @@ def test_search_records_complete_pruned_and_failed_trials_and_resumes(
     assert f"best trial {study.best_trial.number}" in out
     assert "optuna-dashboard sqlite:///" in out
 
-    # Another space may not add its trials to this study, even with --resume.
+    # Another space may not add its trials to this study, even with --resume, and bad input
+    # leaves the study's file exactly as it was.
+    db = studies_dir / "tiny" / "optuna.db"
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
     other = tiny_variant(studies_dir.parent / "other.yaml", "r: 4", "r: 2")
     assert launcher.main(["--space", str(other), "--study", "tiny", "--resume"]) == 2
     assert "was made by another space" in capsys.readouterr().err
-    assert len(load(studies_dir, "tiny").trials) == len(trials)
+    bad = DATA / "bad_spaces" / "low_not_below_high.yaml"
+    assert launcher.main(["--space", str(bad), "--study", "tiny", "--resume"]) == 2
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
