@@ -1,6 +1,8 @@
-"""Run a hyperparameter search of fine-tunes: python launcher.py --space lora.yaml
+"""Search the hyperparameters of a fine-tune: python launcher.py --space lora.yaml
 
-Exit codes: 0 done, 2 bad input (one line naming the file and the field), 1 anything else.
+Other commands work on a study once it exists: report, dashboard, export; and on a Ray cluster:
+submit, jobs. Exit codes: 0 done, 2 bad input (one line naming the file and the field),
+1 anything else (FTSEARCH_DEBUG=1 prints the traceback).
 """
 
 from __future__ import annotations
@@ -10,48 +12,71 @@ import os
 import sys
 import traceback
 
+COMMANDS = ("run", "report", "dashboard", "export", "submit", "jobs")
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Search the hyperparameters of a fine-tune with Ray Tune and Optuna.")
-    parser.add_argument("--space", required=True,
-                        help="space file: a name in spaces/ (lora.yaml) or a path")
-    parser.add_argument("--study", help="study name (default: the space's, else its file name)")
-    parser.add_argument("--trials", type=int, help="trial count, overriding the space's")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue an existing study up to its trial count")
-    parser.add_argument("--address", help="join a running Ray cluster (auto or HOST:PORT)")
-    return parser.parse_args(argv)
+        prog="launcher.py",
+        description="Search the hyperparameters of a fine-tune with Ray Tune and Optuna. "
+        "Without a command, runs a search: launcher.py --space lora.yaml")
+    commands = parser.add_subparsers(dest="command")
+
+    run = commands.add_parser("run", help="run a search (the default command)")
+    run.add_argument("--space", required=True,
+                     help="space file: a name in spaces/ (lora.yaml) or a path")
+    run.add_argument("--study", help="study name (default: the space's, else its file name)")
+    run.add_argument("--trials", type=int, help="trial count, overriding the space's")
+    run.add_argument("--resume", action="store_true",
+                     help="continue an existing study up to its trial count")
+    run.add_argument("--address", help="join a running Ray cluster (auto or HOST:PORT)")
+    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    # Imported here so that --help answers at once.
-    import optuna
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    # A search is the default: `launcher.py --space x` means `launcher.py run --space x`.
+    if not argv or argv[0] not in (*COMMANDS, "-h", "--help"):
+        argv = ["run", *argv]
+    return build_parser().parse_args(argv)
 
+
+def run_command(args: argparse.Namespace) -> int:
     from search.errors import SpaceError
     from search.runner import SearchRequest, run_search
     from search.space import STUDY_NAME, load_space
     from search.storage import StudyPaths
     from search.summary import save_best, summary_lines
 
+    space = load_space(args.space)
+    name = args.study or space.study_name
+    if not STUDY_NAME.match(name) or ".." in name:
+        raise SpaceError("--study", "", f"study name {name!r} must be letters, digits, "
+                         "'_', '-' or '.', with no path separator or '..'")
+    if args.trials is not None and args.trials <= 0:
+        raise SpaceError("--trials", "", f"must be a positive number, got {args.trials}")
+    request = SearchRequest(space=space, study_name=name,
+                            n_trials=args.trials or space.head.study.n_trials,
+                            resume=args.resume, address=args.address)
+    paths = StudyPaths.for_study(name)
+    result = run_search(request, paths)
+    save_best(result.study, space, paths)
+    print("\n".join(summary_lines(result.study, space, paths, result.storage_url)))
+    return 0
+
+
+HANDLERS = {"run": run_command}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    # Imported after parsing so that --help answers at once.
+    import optuna
+
+    from search.errors import SpaceError
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        space = load_space(args.space)
-        name = args.study or space.study_name
-        if not STUDY_NAME.match(name) or ".." in name:
-            raise SpaceError("--study", "", f"study name {name!r} must be letters, digits, "
-                             "'_', '-' or '.', with no path separator or '..'")
-        if args.trials is not None and args.trials <= 0:
-            raise SpaceError("--trials", "", f"must be a positive number, got {args.trials}")
-        request = SearchRequest(space=space, study_name=name,
-                                n_trials=args.trials or space.head.study.n_trials,
-                                resume=args.resume, address=args.address)
-        paths = StudyPaths.for_study(name)
-        result = run_search(request, paths)
-        save_best(result.study, space, paths)
-        print("\n".join(summary_lines(result.study, space, paths, result.storage_url)))
-        return 0
+        return HANDLERS[args.command](args)
     except SpaceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

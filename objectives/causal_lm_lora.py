@@ -9,6 +9,7 @@ adapter. A restarted trial resumes from its last checkpoint.
 from __future__ import annotations
 
 import gc
+import json
 import math
 import shutil
 from pathlib import Path
@@ -23,6 +24,7 @@ from transformers import (
     AutoTokenizer,
     DataCollatorForSeq2Seq,
     EarlyStoppingCallback,
+    PreTrainedModel,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -160,6 +162,23 @@ def model_config(config: CausalLMConfig, path: str):
     return base
 
 
+# The base model a worker loaded last. Ray reuses workers across trials, so a trial whose
+# model and architecture match the last one's only adds a fresh LoRA adapter to it; a change
+# of architecture (e.g. num_attention_heads) is a different key and loads anew.
+_BASE_MODELS: dict[str, PreTrainedModel] = {}
+
+
+def load_base_model(config: CausalLMConfig) -> PreTrainedModel:
+    path = model_path(config)
+    architecture = model_config(config, path)
+    key = json.dumps([path, architecture.to_dict()], sort_keys=True, default=str)
+    if key not in _BASE_MODELS:
+        _BASE_MODELS.clear()
+        gc.collect()  # drop the old model before loading the new one
+        _BASE_MODELS[key] = AutoModelForCausalLM.from_pretrained(path, config=architecture)
+    return _BASE_MODELS[key]
+
+
 def precision_flags(precision: str, cuda: bool, bf16_supported: bool) -> dict[str, bool]:
     """TrainingArguments flags: bf16 where the GPU has it, else fp16 (Trainer scales the loss
     dynamically); fp32 on CPU, where half precision is slow and fp16 unsupported."""
@@ -239,17 +258,19 @@ class CausalLMLoRA(Objective):
 
     def run(self, config: CausalLMConfig, context: TrialContext) -> None:
         train_cfg = config.training
-        set_seed(train_cfg.seed)
         torch.set_num_threads(context.threads)
         prepared, tokenizer = self._tokenized(config, context.prepared_dir)
-        path = model_path(config)
-
-        model = AutoModelForCausalLM.from_pretrained(path, config=model_config(config, path))
-        model = get_peft_model(model, LoraConfig(
-            task_type="CAUSAL_LM", r=config.lora.r, lora_alpha=config.lora.lora_alpha,
-            lora_dropout=config.lora.lora_dropout, target_modules=_module_names(config.lora),
-            bias=config.lora.bias,
-        ))
+        base = load_base_model(config)
+        set_seed(train_cfg.seed)  # after loading, so a reused base gives the same adapter init
+        try:
+            model = get_peft_model(base, LoraConfig(
+                task_type="CAUSAL_LM", r=config.lora.r, lora_alpha=config.lora.lora_alpha,
+                lora_dropout=config.lora.lora_dropout, target_modules=_module_names(config.lora),
+                bias=config.lora.bias,
+            ))
+        except Exception:
+            _BASE_MODELS.clear()  # it may be half-changed: the next trial loads it afresh
+            raise
 
         cuda = torch.cuda.is_available()
         checkpoints = context.trial_dir / "checkpoints"
@@ -308,8 +329,9 @@ class CausalLMLoRA(Objective):
             else:
                 self._finish(trainer, prepared, tokenizer, context)
         finally:
-            # Free what this trial held, also when the scheduler stops it mid-run, so the
-            # worker's next trial starts with all the memory this one had.
+            # Take the adapter off the base (kept for the worker's next trial) and free what
+            # the trial held, also when the scheduler stops it mid-run.
+            model.unload()
             del trainer, model
             gc.collect()
             if cuda:

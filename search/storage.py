@@ -13,6 +13,8 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from search.errors import SpaceError
+
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 INTERRUPTED = "interrupted"
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
@@ -114,3 +116,15 @@ def finished_count(study: optuna.Study) -> int:
                                                               TrialState.PRUNED, TrialState.FAIL))
         if t.user_attrs.get("fail_reason") != INTERRUPTED
     )
+
+
+def resolve_target(target: str) -> tuple[str, str | None]:
+    """A command's STUDY_OR_STORAGE_URL: a storage URL as is (study name unknown), or a bare
+    study name meaning studies/<name>/optuna.db, which must exist."""
+    if "://" in target or target.startswith(JOURNAL_PREFIX):
+        check_storage_url(target)
+        return target, None
+    paths = StudyPaths.for_study(target)
+    if not paths.db.is_file():
+        raise SpaceError(target, "", f"no study of that name ({paths.db} does not exist)")
+    return default_url(paths), target

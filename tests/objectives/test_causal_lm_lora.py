@@ -11,7 +11,13 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from objectives.base import Reporter, TrialContext
-from objectives.causal_lm_lora import CausalLMConfig, CausalLMLoRA, model_config, precision_flags
+from objectives.causal_lm_lora import (
+    _BASE_MODELS,
+    CausalLMConfig,
+    CausalLMLoRA,
+    model_config,
+    precision_flags,
+)
 
 
 class Recorder(Reporter):
@@ -103,3 +109,17 @@ def test_precision_follows_the_device() -> None:
         {"bf16": False, "fp16": True}
     with pytest.raises(ValueError, match="needs a CUDA GPU"):
         precision_flags("fp16", cuda=False, bf16_supported=False)
+
+
+def test_reused_base_model_gives_the_same_trial_as_a_fresh_one(tmp_path: Path) -> None:
+    _BASE_MODELS.clear()
+    fresh = run(tiny_config(), tmp_path / "a", tmp_path / "prepared")
+    assert len(_BASE_MODELS) == 1  # kept for the worker's next trial, adapter removed
+    reused = run(tiny_config(), tmp_path / "b", tmp_path / "prepared")
+    assert [r["eval_loss"] for r in reused] == [r["eval_loss"] for r in fresh]
+    # Another architecture is loaded anew.
+    config = tiny_config()
+    config.model.config_overrides = {"num_attention_heads": 8}
+    run(config, tmp_path / "c", tmp_path / "prepared")
+    assert len(_BASE_MODELS) == 1
+    assert next(iter(_BASE_MODELS.values())).config.num_attention_heads == 8
