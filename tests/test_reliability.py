@@ -112,12 +112,12 @@ def test_driver_killed_mid_search_resumes_with_nothing_lost(studies_dir: Path,
     driver = subprocess.Popen(
         [sys.executable, "launcher.py", "--space", str(space), "--study", "crash"], cwd=REPO,
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    db = studies_dir / "crash" / "optuna.db"
     try:
         def two_finished_one_running() -> bool:
-            if not db.exists():
+            try:
+                states = [t.state for t in load(studies_dir, "crash").trials]
+            except KeyError:  # the driver has not created the study yet
                 return False
-            states = [t.state for t in load(studies_dir, "crash").trials]
             return states.count(TrialState.RUNNING) == 1 and len(states) >= 3
         wait_for(two_finished_one_running, 240, "two finished trials and a running one")
         before = {t.number: t for t in load(studies_dir, "crash").trials
