@@ -114,6 +114,8 @@ def test_driver_killed_mid_search_resumes_with_nothing_lost(studies_dir: Path,
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         def two_finished_one_running() -> bool:
+            if not (studies_dir / "crash" / "optuna.db").exists():
+                return False  # opening it here would create it
             try:
                 states = [t.state for t in load(studies_dir, "crash").trials]
             except KeyError:  # the driver has not created the study yet
