@@ -25,6 +25,7 @@ from transformers import (
     DataCollatorForSeq2Seq,
     EarlyStoppingCallback,
     PreTrainedModel,
+    PrinterCallback,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -320,6 +321,7 @@ class CausalLMLoRA(Objective):
                                       config.early_stopping.min_delta),
             ],
         )
+        trainer.remove_callback(PrinterCallback)  # evaluations go to the search, not stdout
         try:
             resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
             trainer.train(resume_from_checkpoint=resume)

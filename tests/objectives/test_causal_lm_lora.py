@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -123,3 +125,14 @@ def test_reused_base_model_gives_the_same_trial_as_a_fresh_one(tmp_path: Path) -
     run(config, tmp_path / "c", tmp_path / "prepared")
     assert len(_BASE_MODELS) == 1
     assert next(iter(_BASE_MODELS.values())).config.num_attention_heads == 8
+
+
+def test_memory_does_not_grow_over_ten_reused_trials(tmp_path: Path) -> None:
+    process = psutil.Process()
+    rss = []
+    for number in range(10):
+        run(tiny_config(max_steps=4, eval_steps=2), tmp_path / f"t{number}", tmp_path / "p")
+        gc.collect()
+        rss.append(process.memory_info().rss / 2**20)
+    # After the first trials warm the allocator, the worker holds no trial's leftovers.
+    assert rss[-1] - rss[2] < 25, [round(r) for r in rss]  # MB
