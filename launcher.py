@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 import traceback
+from pathlib import Path
 
 COMMANDS = ("run", "report", "dashboard", "export", "submit", "jobs")
 
@@ -30,6 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="continue an existing study up to its trial count")
     run.add_argument("--address", help="join a running Ray cluster (auto or HOST:PORT)")
+    run.add_argument("--quiet", action="store_true",
+                     help="print only failures and the final summary (for batch jobs)")
+
+    export = commands.add_parser("export", help="export a study's best trial for Ollama")
+    export.add_argument("study", help="study name (its folder under studies/)")
+    export.add_argument("--trial", type=int, help="trial number (default: the best complete one)")
+    export.add_argument("--out", help="output folder (default: studies/<study>/export)")
+    export.add_argument("--quantize", choices=["f16", "q8_0"], default="f16",
+                        help="GGUF weight type: f16, or q8_0 (8-bit, about half the size)")
     return parser
 
 
@@ -40,23 +50,31 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
+def check_study_name(name: str, source: str) -> None:
+    """Study names become folder names: no path separators, no '..'."""
+    from search.errors import SpaceError
+    from search.space import STUDY_NAME
+
+    if not STUDY_NAME.match(name) or ".." in name:
+        raise SpaceError(source, "", f"study name {name!r} must be letters, digits, "
+                         "'_', '-' or '.', with no path separator or '..'")
+
+
 def run_command(args: argparse.Namespace) -> int:
     from search.errors import SpaceError
     from search.runner import SearchRequest, run_search
-    from search.space import STUDY_NAME, load_space
+    from search.space import load_space
     from search.storage import StudyPaths
     from search.summary import save_best, summary_lines
 
     space = load_space(args.space)
     name = args.study or space.study_name
-    if not STUDY_NAME.match(name) or ".." in name:
-        raise SpaceError("--study", "", f"study name {name!r} must be letters, digits, "
-                         "'_', '-' or '.', with no path separator or '..'")
+    check_study_name(name, "--study")
     if args.trials is not None and args.trials <= 0:
         raise SpaceError("--trials", "", f"must be a positive number, got {args.trials}")
     request = SearchRequest(space=space, study_name=name,
                             n_trials=args.trials or space.head.study.n_trials,
-                            resume=args.resume, address=args.address)
+                            resume=args.resume, address=args.address, quiet=args.quiet)
     paths = StudyPaths.for_study(name)
     result = run_search(request, paths)
     save_best(result.study, space, paths)
@@ -64,7 +82,18 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
-HANDLERS = {"run": run_command}
+def export_command(args: argparse.Namespace) -> int:
+    from search.export import export_trial, summary_lines
+    from search.storage import StudyPaths
+
+    check_study_name(args.study, "STUDY")
+    result = export_trial(StudyPaths.for_study(args.study).root, args.trial,
+                          Path(args.out) if args.out else None, args.quantize)
+    print("\n".join(summary_lines(result)))
+    return 0
+
+
+HANDLERS = {"run": run_command, "export": export_command}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from optuna.storages import BaseStorage
 from ray import tune
 
 from search.errors import SpaceError
-from search.progress import ProgressPrinter
+from search.progress import Progress
 from search.samplers import build_sampler
 from search.schedulers import build_scheduler
 from search.searcher import StudySearcher
@@ -48,6 +48,7 @@ class SearchRequest:
     n_trials: int
     resume: bool = False
     address: str | None = None
+    quiet: bool = False
 
 
 @dataclass
@@ -135,10 +136,10 @@ def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
     space.objective.prepare(space.defaults, paths.prepared)
     resources = space.head.resources
     searcher = StudySearcher(space, request.study_name, storage, paths, sampler)
-    progress = ProgressPrinter(
+    progress = Progress(
         total=request.n_trials, metric=space.head.study.metric,
         minimize=space.head.study.direction == "minimize",
-        already=finished_count(study),
+        already=finished_count(study), quiet=request.quiet,
     )
     tuner = tune.Tuner(
         tune.with_resources(
