@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SPACE ?= lora.yaml
 
-.PHONY: setup run test lint clean
+.PHONY: setup system-packages run test lint clean
 
 # torch first, pinned to the CPU wheel this setup is tested with; on a GPU machine install the
 # CUDA build of torch into .venv before `make setup` and it is kept.
@@ -18,11 +18,23 @@ $(BIN)/ftsearch-ready: pyproject.toml
 
 setup: $(BIN)/ftsearch-ready
 
+# The browser for the report test and PostgreSQL for the cluster test, from Debian's packages.
+# Without root or apt-get, those tests skip and say why.
+system-packages:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "not installed:$$missing (tests that need them will skip)"; fi; \
+	fi
+
 run: setup
 	$(BIN)/python launcher.py --space $(SPACE)
 
 # pytest exits 5 when it collected no test: a failure, never a silent pass.
-test: setup
+test: setup system-packages
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "no test ran" >&2; exit 1; fi; exit $$status
