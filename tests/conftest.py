@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import optuna
 import pytest
+import ray
 
-DATA = Path(__file__).resolve().parent / "data"
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "tests" / "data"
 TINY_SPACE = DATA / "spaces" / "tiny.yaml"
 
 
@@ -30,3 +33,16 @@ def tiny_model() -> Path:
     from objectives.tiny_llama import ensure_builtin
 
     return ensure_builtin()
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """Tests that run searches in this process share its Ray, stopped after the module."""
+    yield
+    ray.shutdown()
+
+
+def load(studies_dir: Path, name: str) -> optuna.Study:
+    """A study as the launcher stores it by default."""
+    url = f"sqlite:///{studies_dir / name / 'optuna.db'}"
+    return optuna.load_study(study_name=name, storage=url)

@@ -7,15 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import optuna
 import pytest
 import ray
 from optuna.trial import TrialState
 
 import launcher
-from tests.conftest import DATA, TINY_SPACE
+from tests.conftest import DATA, REPO, TINY_SPACE, load
 
-REPO = Path(__file__).resolve().parent.parent
 BAD_SPACES = sorted((DATA / "bad_spaces").glob("*.yaml"))
 
 
@@ -70,16 +68,6 @@ def test_bad_space_in_a_fresh_process_prints_no_traceback(studies_dir):
     assert run.stderr.strip().splitlines() == [
         f"error: {bad}: training.learnin_rate: unknown key (did you mean 'learning_rate'?)"]
 
-
-@pytest.fixture(scope="module")
-def local_ray():
-    yield
-    ray.shutdown()
-
-
-def load(studies_dir: Path, name: str) -> optuna.Study:
-    url = f"sqlite:///{studies_dir / name / 'optuna.db'}"
-    return optuna.load_study(study_name=name, storage=url)
 
 
 def test_more_gpus_than_the_cluster_has_is_refused(local_ray, studies_dir, tmp_path, capsys):

@@ -11,27 +11,14 @@ import threading
 import time
 from pathlib import Path
 
-import optuna
 import pytest
-import ray
 from optuna.trial import TrialState
 
 import launcher
 from objectives import OBJECTIVES
-from tests.conftest import DATA, TINY_SPACE
+from tests.conftest import DATA, REPO, TINY_SPACE, load
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    yield
-    ray.shutdown()
-
-
-def load(studies_dir: Path, name: str) -> optuna.Study:
-    url = f"sqlite:///{studies_dir / name / 'optuna.db'}"
-    return optuna.load_study(study_name=name, storage=url)
+pytestmark = pytest.mark.usefixtures("local_ray")
 
 
 def test_out_of_memory_is_retried_with_half_the_batch_and_nan_is_pruned(
