@@ -94,6 +94,8 @@ class StudySearcher(OptunaSearch):
             # The result that made the scheduler stop the trial reaches only this method.
             self.on_trial_result(trial_id, result)
         ended = outcome(result, error, self.metric)
+        if result and result.get("node_ip"):
+            trial.set_user_attr("node_ip", result["node_ip"])  # Ray adds it to every result
         if ended.reason:
             key = "fail_reason" if ended.state == optuna.trial.TrialState.FAIL else "prune_reason"
             trial.set_user_attr(key, ended.reason)

@@ -110,6 +110,9 @@ def test_search_records_complete_pruned_and_failed_trials_and_resumes(
     assert trials[0].user_attrs["baseline"] is True
     assert trials[0].params["training.learning_rate"] == pytest.approx(1e-2)
 
+    # Each trial records the loopback node it ran on.
+    assert all(t.user_attrs["node_ip"].startswith("127.") for t in trials if t not in interrupted)
+
     # Completed trials carry values and intermediate values at the evaluation steps.
     complete = by_state[TrialState.COMPLETE]
     assert len(complete) >= 2
