@@ -34,6 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true",
                      help="print only failures and the final summary (for batch jobs)")
 
+    report = commands.add_parser(
+        "report", help="write a study's report: one HTML file that opens offline")
+    report.add_argument("target", metavar="STUDY_OR_STORAGE_URL",
+                        help="a study name (studies/NAME/optuna.db) or an Optuna storage URL")
+    report.add_argument("--study", help="the study in that storage, when it holds several")
+    report.add_argument("--out", type=Path,
+                        help="default: studies/NAME/report.html, or ./report.html for a URL")
+
+    dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard for a study")
+    dashboard.add_argument("target", metavar="STUDY_OR_STORAGE_URL")
+    dashboard.add_argument("--host", default="127.0.0.1",
+                           help="default 127.0.0.1; any other address exposes a dashboard "
+                           "with no login")
+    dashboard.add_argument("--port", type=int, default=8080)
+
     export = commands.add_parser("export", help="export a study's best trial for Ollama")
     export.add_argument("study", help="study name (its folder under studies/)")
     export.add_argument("--trial", type=int, help="trial number (default: the best complete one)")
@@ -53,15 +68,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def check_study_name(name: str, source: str) -> None:
     """Study names become folder names: no path separators, no '..'."""
     from search.errors import SpaceError
-    from search.space import STUDY_NAME
+    from search.storage import is_study_name
 
-    if not STUDY_NAME.match(name) or ".." in name:
+    if not is_study_name(name):
         raise SpaceError(source, "", f"study name {name!r} must be letters, digits, "
                          "'_', '-' or '.', with no path separator or '..'")
 
 
 def run_command(args: argparse.Namespace) -> int:
     from search.errors import SpaceError
+    from search.report import write_report
     from search.runner import SearchRequest, run_search
     from search.space import load_space
     from search.storage import StudyPaths
@@ -78,7 +94,28 @@ def run_command(args: argparse.Namespace) -> int:
     paths = StudyPaths.for_study(name)
     result = run_search(request, paths)
     save_best(result.study, space, paths)
+    write_report(result.storage_url, name, paths.root / "report.html")
     print("\n".join(summary_lines(result.study, space, paths, result.storage_url)))
+    return 0
+
+
+def report_command(args: argparse.Namespace) -> int:
+    from search.report import write_report
+    from search.storage import StudyPaths, resolve_target
+
+    url, name = resolve_target(args.target)
+    out = args.out or (StudyPaths.for_study(name).root / "report.html" if name
+                       else Path("report.html"))
+    print(f"report: {write_report(url, args.study or name, out)}")
+    return 0
+
+
+def dashboard_command(args: argparse.Namespace) -> int:
+    from search.dashboard import serve_dashboard
+    from search.storage import resolve_target
+
+    url, _ = resolve_target(args.target)
+    serve_dashboard(url, args.host, args.port)  # stops on Ctrl-C or SIGTERM
     return 0
 
 
@@ -93,7 +130,8 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
-HANDLERS = {"run": run_command, "export": export_command}
+HANDLERS = {"run": run_command, "report": report_command, "dashboard": dashboard_command,
+            "export": export_command}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from objectives import sft_data, tiny_llama
 from objectives.base import Objective, TrialContext, finite
+from objectives.layer_profile import LAYER_PROFILE, profile_layers
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "finance_sentiment.jsonl"
 
@@ -345,7 +346,11 @@ class CausalLMLoRA(Objective):
         send the last report: its loss is the trial's value."""
         for callback in (_ReportEvaluations, EarlyStoppingCallback):
             trainer.remove_callback(callback)
-        final = trainer.evaluate()
+        # Per-layer time, memory and activations of the final model, charted by the report.
+        profile = context.trial_dir / LAYER_PROFILE
+        profile.unlink(missing_ok=True)  # a restarted trial's final evaluation starts afresh
+        with profile_layers(trainer.model, profile):
+            final = trainer.evaluate()
         test = trainer.evaluate(sft_data.load_split(prepared, "test"), metric_key_prefix="test")
         trainer.model.save_pretrained(context.trial_dir / "adapter")
         tokenizer.save_pretrained(context.trial_dir / "adapter")

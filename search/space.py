@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -19,10 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from objectives import Objective, get_objective
 from search.errors import SpaceError, closest, from_validation_error
-from search.storage import check_storage_url
+from search.storage import check_storage_url, is_study_name
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
-STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class Section(BaseModel):
@@ -47,7 +45,7 @@ class StudySection(Section):
     def _safe_name(self) -> StudySection:
         if self.storage is not None:
             check_storage_url(self.storage)
-        if self.name is not None and (not STUDY_NAME.match(self.name) or ".." in self.name):
+        if self.name is not None and not is_study_name(self.name):
             raise ValueError(
                 f"study name {self.name!r} must be letters, digits, '_', '-' or '.', "
                 "with no path separator or '..'"

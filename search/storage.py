@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,12 +12,18 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from search.errors import SpaceError
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 INTERRUPTED = "interrupted"
+# Study names become folder names: no path separators, no "..".
+STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def is_study_name(name: str) -> bool:
+    return bool(STUDY_NAME.match(name)) and ".." not in name
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
 JOURNAL_PREFIX = "journal:"
 
@@ -118,13 +125,40 @@ def finished_count(study: optuna.Study) -> int:
     )
 
 
+
 def resolve_target(target: str) -> tuple[str, str | None]:
-    """A command's STUDY_OR_STORAGE_URL: a storage URL as is (study name unknown), or a bare
-    study name meaning studies/<name>/optuna.db, which must exist."""
+    """A storage URL and study name for the launcher's STUDY_OR_STORAGE_URL argument.
+
+    A URL (sqlite:///..., postgresql://..., journal:PATH) is used as is and names no study; a
+    bare name is the study in studies/<name>/optuna.db.
+    """
     if "://" in target or target.startswith(JOURNAL_PREFIX):
-        check_storage_url(target)
         return target, None
+    if not is_study_name(target):
+        raise SpaceError(target, "", "neither a storage URL (sqlite:///PATH, postgresql://..., "
+                         "journal:PATH) nor a study name")
     paths = StudyPaths.for_study(target)
     if not paths.db.is_file():
-        raise SpaceError(target, "", f"no study of that name ({paths.db} does not exist)")
+        raise SpaceError(target, "", f"no study of that name: {paths.db} does not exist")
     return default_url(paths), target
+
+
+def open_existing(url: str) -> BaseStorage:
+    """The storage at ``url``; never creates one, as opening a mistyped SQLite path would."""
+    try:
+        check_storage_url(url)
+    except ValueError as error:
+        raise SpaceError(mask(url), "", str(error)) from None
+    if url.startswith(JOURNAL_PREFIX):
+        path = Path(url[len(JOURNAL_PREFIX):]).expanduser()
+        if not path.is_file():
+            raise SpaceError(url, "", f"journal file {path} does not exist")
+    elif make_url(url).get_backend_name() == "sqlite":
+        database = make_url(url).database
+        if not database or database == ":memory:" or not Path(database).is_file():
+            raise SpaceError(mask(url), "", "no SQLite database file at that path")
+    try:
+        return open_storage(url)
+    except SQLAlchemyError as error:
+        problem = str(error).splitlines()[0]
+        raise SpaceError(mask(url), "", f"cannot open the storage: {problem}") from None

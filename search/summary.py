@@ -9,7 +9,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.space import SearchSpace
-from search.storage import StudyPaths, mask
+from search.storage import StudyPaths, default_url, mask
 
 
 def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
@@ -73,5 +73,7 @@ def summary_lines(study: optuna.Study, space: SearchSpace, paths: StudyPaths,
             change = (best.value - base_score) / abs(base_score) * 100 if base_score else 0.0
             lines.append(f"untuned default (trial {baseline.number}){how}: {metric} "
                          f"{base_score:.4f}; best is {change:+.1f}%")
-    lines.append(f"open the study: optuna-dashboard {mask(storage_url)}")
+    target = study.study_name if storage_url == default_url(paths) else mask(storage_url)
+    lines.append(f"report: {paths.root / 'report.html'}")
+    lines.append(f"open the study: python launcher.py dashboard {target}")
     return lines

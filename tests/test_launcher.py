@@ -140,7 +140,8 @@ def test_search_records_complete_pruned_and_failed_trials_and_resumes(
     best = studies_dir / "tiny" / "best"
     assert (best / "adapter_model.safetensors").is_file() and (best / "trial.json").is_file()
     assert f"best trial {study.best_trial.number}" in out
-    assert "optuna-dashboard sqlite:///" in out
+    assert "open the study: python launcher.py dashboard tiny" in out
+    assert (studies_dir / "tiny" / "report.html").is_file()
 
     # Another space may not add its trials to this study, even with --resume, and bad input
     # leaves the study's file exactly as it was.
