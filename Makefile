@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SPACE ?= lora.yaml
 
-.PHONY: setup system-packages run test lint clean
+.PHONY: setup system-packages run test bench lint clean
 
 # torch first, pinned to the CPU wheel this setup is tested with; on a GPU machine install the
 # CUDA build of torch into .venv before `make setup` and it is kept.
@@ -32,6 +32,11 @@ system-packages:
 
 run: setup
 	$(BIN)/python launcher.py --space $(SPACE)
+
+# Each benchmark prints a table and writes benchmarks/results/NAME.json; QUICK=1 for short runs.
+bench: setup
+	$(BIN)/pip install --quiet -e ".[bench]"
+	$(BIN)/python benchmarks/run_all.py $(if $(QUICK),--quick)
 
 # pytest exits 5 when it collected no test: a failure, never a silent pass.
 test: setup system-packages

@@ -55,6 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", help="output folder (default: studies/<study>/export)")
     export.add_argument("--quantize", choices=["f16", "q8_0"], default="f16",
                         help="GGUF weight type: f16, or q8_0 (8-bit, about half the size)")
+
+    submit = commands.add_parser(
+        "submit", help="submit a search to a Ray cluster as a Ray Job; prints the job id")
+    submit.add_argument("--space", required=True, help="space file: a name in spaces/ or a path")
+    submit.add_argument("--address", help="the cluster's Jobs API, http://HEAD:8265 "
+                        "(default: $RAY_API_SERVER_ADDRESS or $RAY_ADDRESS)")
+    submit.add_argument("--study", help="study name (default: the space's)")
+    submit.add_argument("--studies-dir", help="where the job keeps study folders, on a "
+                        "filesystem every node shares (default: the nodes' $FTSEARCH_STUDIES, "
+                        "else studies/ in the job's copy of the project, which Ray deletes)")
+    submit.add_argument("--trials", type=int, help="trial count, overriding the space's")
+    submit.add_argument("--resume", action="store_true", help="continue an existing study")
+    submit.add_argument("--quiet", action="store_true", help="a quieter job log")
+
+    jobs = commands.add_parser("jobs", help="list a cluster's search jobs, or follow one")
+    jobs.add_argument("action", choices=["list", "status", "logs", "stop"])
+    jobs.add_argument("job_id", nargs="?", metavar="JOB_ID", help="as printed by submit")
+    jobs.add_argument("--address", help="the cluster's Jobs API, http://HEAD:8265")
     return parser
 
 
@@ -75,8 +93,14 @@ def check_study_name(name: str, source: str) -> None:
                          "'_', '-' or '.', with no path separator or '..'")
 
 
-def run_command(args: argparse.Namespace) -> int:
+def check_trials(trials: int | None) -> None:
     from search.errors import SpaceError
+
+    if trials is not None and trials <= 0:
+        raise SpaceError("--trials", "", f"must be a positive number, got {trials}")
+
+
+def run_command(args: argparse.Namespace) -> int:
     from search.report import write_report
     from search.runner import SearchRequest, run_search
     from search.space import load_space
@@ -86,8 +110,7 @@ def run_command(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     name = args.study or space.study_name
     check_study_name(name, "--study")
-    if args.trials is not None and args.trials <= 0:
-        raise SpaceError("--trials", "", f"must be a positive number, got {args.trials}")
+    check_trials(args.trials)
     request = SearchRequest(space=space, study_name=name,
                             n_trials=args.trials or space.head.study.n_trials,
                             resume=args.resume, address=args.address, quiet=args.quiet)
@@ -130,8 +153,30 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def submit_command(args: argparse.Namespace) -> int:
+    from search.cluster import submit
+
+    if args.study:
+        check_study_name(args.study, "--study")
+    check_trials(args.trials)
+    extra = [*(["--trials", str(args.trials)] if args.trials else []),
+             *(["--resume"] if args.resume else []), *(["--quiet"] if args.quiet else [])]
+    job_id = submit(args.space, args.address, args.study, extra, args.studies_dir)
+    print(job_id)  # alone on stdout, for scripts: job=$(launcher.py submit ...)
+    where = f" --address {args.address}" if args.address else ""
+    print(f"follow it: python launcher.py jobs logs {job_id}{where}", file=sys.stderr)
+    return 0
+
+
+def jobs_command(args: argparse.Namespace) -> int:
+    from search.cluster import jobs
+
+    jobs(args.action, args.address, args.job_id)
+    return 0
+
+
 HANDLERS = {"run": run_command, "report": report_command, "dashboard": dashboard_command,
-            "export": export_command}
+            "export": export_command, "submit": submit_command, "jobs": jobs_command}
 
 
 def main(argv: list[str] | None = None) -> int:

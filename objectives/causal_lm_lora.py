@@ -12,6 +12,7 @@ import gc
 import json
 import math
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -177,8 +178,16 @@ def load_base_model(config: CausalLMConfig) -> PreTrainedModel:
     if key not in _BASE_MODELS:
         _BASE_MODELS.clear()
         gc.collect()  # drop the old model before loading the new one
-        _BASE_MODELS[key] = AutoModelForCausalLM.from_pretrained(path, config=architecture)
+        _BASE_MODELS[key] = AutoModelForCausalLM.from_pretrained(
+            path, config=architecture, device_map=device_map(torch.cuda.device_count()))
     return _BASE_MODELS[key]
+
+
+def device_map(visible_gpus: int) -> str | None:
+    """A trial given several GPUs (Ray shows it only its own) spreads the model's layers over
+    them, for models that do not fit one; the Trainer then trains it in place, layer by layer,
+    rather than copying it to each GPU. One GPU or none: the Trainer places the model."""
+    return "auto" if visible_gpus > 1 else None
 
 
 def precision_flags(precision: str, cuda: bool, bf16_supported: bool) -> dict[str, bool]:
@@ -342,28 +351,37 @@ class CausalLMLoRA(Objective):
 
     @staticmethod
     def _finish(trainer: Trainer, prepared: Path, tokenizer, context: TrialContext) -> None:
-        """Evaluate the best checkpoint (loaded back by the Trainer), save its adapter, and
-        send the last report: its loss is the trial's value."""
+        """Evaluate the best checkpoint (loaded back by the Trainer) on the test split, save
+        its adapter, and send the last report: its validation loss is the trial's value."""
         for callback in (_ReportEvaluations, EarlyStoppingCallback):
             trainer.remove_callback(callback)
+        # The best checkpoint's validation loss was measured when it was saved.
+        best = trainer.state.best_metric
+        if best is None:  # no evaluation during training (max_steps below eval_steps)
+            best = trainer.evaluate()["eval_loss"]
         # Per-layer time, memory and activations of the final model, charted by the report.
         profile = context.trial_dir / LAYER_PROFILE
         profile.unlink(missing_ok=True)  # a restarted trial's final evaluation starts afresh
         with profile_layers(trainer.model, profile):
-            final = trainer.evaluate()
-        test = trainer.evaluate(sft_data.load_split(prepared, "test"), metric_key_prefix="test")
+            test = trainer.evaluate(sft_data.load_split(prepared, "test"),
+                                    metric_key_prefix="test")
         trainer.model.save_pretrained(context.trial_dir / "adapter")
         tokenizer.save_pretrained(context.trial_dir / "adapter")
         context.report({
             "step": trainer.state.global_step,
-            "eval_loss": final["eval_loss"],
-            "perplexity": math.exp(min(final["eval_loss"], 50.0)),
+            "eval_loss": best,
+            "perplexity": math.exp(min(best, 50.0)),
             "test_loss": test["test_loss"],
             "outcome": "complete",
         })
 
     def save_best(self, trial_dir: Path, best_dir: Path) -> None:
-        if best_dir.exists():
-            shutil.rmtree(best_dir)
-        shutil.copytree(trial_dir / "adapter", best_dir)
-        shutil.copy2(trial_dir / "config.yaml", best_dir / "config.yaml")
+        # Copied aside, then swapped in: launchers sharing a study may both finish at once.
+        staged = best_dir.with_name(f".{best_dir.name}.{uuid.uuid4().hex}")
+        shutil.copytree(trial_dir / "adapter", staged)
+        shutil.copy2(trial_dir / "config.yaml", staged / "config.yaml")
+        shutil.rmtree(best_dir, ignore_errors=True)
+        try:
+            staged.rename(best_dir)
+        except OSError:  # the other launcher's copy of the same best trial got there first
+            shutil.rmtree(staged)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,7 @@ def prepare(
     out.mkdir(parents=True, exist_ok=True)
     for name in ("validation", "test", "train"):  # train last: its file marks a full cache
         rows = [tokenize(m, tokenizer, settings["max_length"]) for m in splits[name]]
-        tmp = out / f"{name}.pt.tmp"
+        tmp = out / f"{name}.pt.{uuid.uuid4().hex}"  # launchers sharing a study may race
         torch.save(rows, tmp)
         tmp.replace(out / f"{name}.pt")  # atomic: a reader never sees half a file
     return out

@@ -13,6 +13,7 @@ import html
 import json
 import logging
 import math
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -72,7 +73,7 @@ def write_report(storage_url: str, study_name: str | None, out: Path) -> Path:
     page = render(study, storage_url)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
+    partial = out.with_name(f"{out.name}.{uuid.uuid4().hex}.partial")
     partial.write_text(page, encoding="utf-8")
     partial.replace(out)  # a reader never sees half a report
     return out

@@ -5,20 +5,24 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import time
 from dataclasses import dataclass
 
 import optuna
 import ray
 from optuna.storages import BaseStorage
+from optuna.trial import TrialState
 from ray import tune
 
+from search.cluster import check_cluster_storage, is_multi_node
 from search.errors import SpaceError
 from search.progress import Progress
 from search.samplers import build_sampler
 from search.schedulers import build_scheduler
-from search.searcher import StudySearcher
+from search.searcher import Heartbeat, StudySearcher
 from search.space import SearchSpace
 from search.storage import (
+    STALE_AFTER_S,
     StudyPaths,
     default_url,
     fail_interrupted,
@@ -115,6 +119,7 @@ def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
     scheduler = build_scheduler(space)
     start_ray(request)
     check_resources(space)
+    check_cluster_storage(space.head.study.storage or default_url(paths), is_multi_node())
     paths.root.mkdir(parents=True, exist_ok=True)
     study, storage, url, new = open_study(request, paths)
     if new:
@@ -128,6 +133,11 @@ def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
         interrupted = fail_interrupted(storage, request.study_name)
         if interrupted:
             print(f"marked interrupted trials as failed: {interrupted}")
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        elsewhere = [t.number for t in running]
+        if elsewhere:
+            print(f"trials {elsewhere} are running in another launcher (or in one that stopped "
+                  f"less than {STALE_AFTER_S} s ago); they count toward the total")
     remaining = request.n_trials - finished_count(study)
     if remaining <= 0:
         print(f"study '{request.study_name}' already has {request.n_trials} finished trials")
@@ -135,7 +145,8 @@ def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
 
     space.objective.prepare(space.defaults, paths.prepared)
     resources = space.head.resources
-    searcher = StudySearcher(space, request.study_name, storage, paths, sampler)
+    searcher = StudySearcher(space, request.study_name, storage, paths, sampler,
+                             request.n_trials)
     progress = Progress(
         total=request.n_trials, metric=space.head.study.metric,
         minimize=space.head.study.direction == "minimize",
@@ -155,10 +166,11 @@ def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=request.study_name,
+            # Launchers sharing a study each keep Ray's state of their own run.
+            name=f"{request.study_name}_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}",
             storage_path=str(paths.ray),
             verbose=0,
-            callbacks=[progress],
+            callbacks=[progress, Heartbeat(searcher)],
             # A worker that dies (killed, node lost) is restarted and its trial resumes from
             # its last checkpoint; errors in the trial's code are not retried (see trainable).
             failure_config=tune.FailureConfig(max_failures=MAX_WORKER_RESTARTS),

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from objectives import Objective, get_objective
 from search.errors import SpaceError, closest, from_validation_error
@@ -71,7 +78,16 @@ class SchedulerSection(Section):
 
 class ResourcesSection(Section):
     cpu: float = Field(1, gt=0, description="CPU cores per trial (also its torch threads).")
-    gpu: float = Field(0, ge=0, description="GPUs per trial; fractions share a GPU.")
+    gpu: float = Field(0, ge=0, description="GPUs per trial; fractions share a GPU, and "
+                       "several (a whole number) spread the model's layers over them.")
+
+    @field_validator("gpu")
+    @classmethod
+    def _whole_above_one(cls, gpu: float) -> float:
+        if gpu > 1 and not gpu.is_integer():
+            raise ValueError(f"{gpu:g} GPUs: a fraction shares one GPU, above one use a whole "
+                             "number")
+        return gpu
 
 
 class _Param(Section):
@@ -251,6 +267,12 @@ def _check_search(space: SearchSpace) -> None:
                 raise SpaceError(space.source, f"{field}.when", f"'{other}' is not searched "
                                  "before this parameter")
         seen.append(key)
+        # The untuned baseline runs with the fixed value, which a categorical must offer.
+        fixed = _get_dotted(space.defaults.model_dump(), key)
+        if isinstance(param, CategoricalParam) and fixed not in (None, *param.choices):
+            raise SpaceError(space.source, f"{field}.choices", f"the untuned value {fixed!r} "
+                             "(the baseline trial's) is not a choice; add it, or fix the key "
+                             "to one of the choices")
         values = param.choices if isinstance(param, CategoricalParam) else [param.low, param.high]
         for value in values:
             try:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -20,12 +22,21 @@ STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 INTERRUPTED = "interrupted"
 # Study names become folder names: no path separators, no "..".
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+RDB_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
+JOURNAL_PREFIX = "journal:"
+
+
+# Ray's integration asks and tells trials outside Study.optimize, so Optuna's own heartbeat never
+# runs: the launcher writes the time into each of its RUNNING trials every HEARTBEAT_S (a user
+# attribute, so every storage has it), and a RUNNING trial silent for STALE_AFTER_S belongs to
+# a launcher that died. Other launchers' live trials are left alone.
+HEARTBEAT = "heartbeat"
+HEARTBEAT_S = 10
+STALE_AFTER_S = 60
 
 
 def is_study_name(name: str) -> bool:
     return bool(STUDY_NAME.match(name)) and ".." not in name
-RDB_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
-JOURNAL_PREFIX = "journal:"
 
 
 @dataclass(frozen=True)
@@ -105,25 +116,34 @@ def mask(url: str) -> str:
         return url
 
 
+def is_stale(trial: FrozenTrial, now: float) -> bool:
+    """A RUNNING trial whose launcher stopped beating (or never did)."""
+    return now - trial.user_attrs.get(HEARTBEAT, 0) > STALE_AFTER_S
+
+
 def fail_interrupted(storage: BaseStorage, study_name: str) -> list[int]:
-    """Trials left RUNNING by a driver that died are marked FAIL; returns their numbers."""
+    """Trials left RUNNING by a launcher that died are marked FAIL; returns their numbers."""
     study_id = storage.get_study_id_from_name(study_name)
-    numbers = []
+    now, numbers = time.time(), []
     for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-        storage.set_trial_user_attr(trial._trial_id, "fail_reason", INTERRUPTED)
-        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        if not is_stale(trial, now):
+            continue
+        try:
+            storage.set_trial_user_attr(trial._trial_id, "fail_reason", INTERRUPTED)
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            continue  # it just finished, or another launcher marked it first
         numbers.append(trial.number)
     return numbers
 
 
-def finished_count(study: optuna.Study) -> int:
-    """Trials that count toward the study's total: interrupted ones are run again."""
-    return sum(
-        1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
-                                                              TrialState.PRUNED, TrialState.FAIL))
-        if t.user_attrs.get("fail_reason") != INTERRUPTED
-    )
+def is_counted(trial: FrozenTrial) -> bool:
+    """Whether a finished trial counts toward the study's total: interrupted ones run again."""
+    return trial.state.is_finished() and trial.user_attrs.get("fail_reason") != INTERRUPTED
 
+
+def finished_count(study: optuna.Study) -> int:
+    return sum(map(is_counted, study.get_trials(deepcopy=False)))
 
 
 def resolve_target(target: str) -> tuple[str, str | None]:

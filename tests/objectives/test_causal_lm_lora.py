@@ -17,6 +17,7 @@ from objectives.causal_lm_lora import (
     _BASE_MODELS,
     CausalLMConfig,
     CausalLMLoRA,
+    device_map,
     model_config,
     precision_flags,
 )
@@ -111,6 +112,14 @@ def test_precision_follows_the_device() -> None:
         {"bf16": False, "fp16": True}
     with pytest.raises(ValueError, match="needs a CUDA GPU"):
         precision_flags("fp16", cuda=False, bf16_supported=False)
+
+
+def test_a_trial_with_several_gpus_spreads_the_model_over_them(tiny_model: Path) -> None:
+    assert device_map(0) is None and device_map(1) is None
+    assert device_map(2) == "auto"
+    # The same from_pretrained call, placed by accelerate: here every layer lands on the CPU.
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, device_map=device_map(2))
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
 
 
 def test_reused_base_model_gives_the_same_trial_as_a_fresh_one(tmp_path: Path) -> None:

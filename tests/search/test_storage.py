@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import optuna
@@ -9,7 +10,9 @@ import pytest
 from optuna.trial import TrialState
 
 from search.storage import (
+    HEARTBEAT,
     INTERRUPTED,
+    STALE_AFTER_S,
     StudyPaths,
     check_storage_url,
     fail_interrupted,
@@ -36,6 +39,17 @@ def test_running_trials_become_interrupted_failures_and_do_not_count(storage_url
     assert trial.state == TrialState.FAIL and trial.user_attrs["fail_reason"] == INTERRUPTED
     # The two finished trials count; the interrupted one is made up for.
     assert finished_count(study) == 2
+
+
+def test_only_trials_whose_launcher_stopped_beating_are_interrupted(storage_url: str) -> None:
+    storage = open_storage(storage_url)
+    study = optuna.create_study(storage=storage, study_name="s")
+    live, dead = study.ask(), study.ask()
+    live.set_user_attr(HEARTBEAT, time.time())  # another launcher is running it
+    dead.set_user_attr(HEARTBEAT, time.time() - STALE_AFTER_S - 1)
+    assert fail_interrupted(storage, "s") == [dead.number]
+    assert [t.state for t in study.trials] == [TrialState.RUNNING, TrialState.FAIL]
+    assert finished_count(study) == 0
 
 
 def test_passwords_are_masked_and_unknown_schemes_refused() -> None:
