@@ -117,8 +117,10 @@ def mask(url: str) -> str:
 
 
 def is_stale(trial: FrozenTrial, now: float) -> bool:
-    """A RUNNING trial whose launcher stopped beating (or never did)."""
-    return now - trial.user_attrs.get(HEARTBEAT, 0) > STALE_AFTER_S
+    """A RUNNING trial whose launcher stopped beating; one not yet beaten for is as old as
+    its start (its launcher writes the first beat just after asking for it)."""
+    started = trial.datetime_start.timestamp() if trial.datetime_start else 0
+    return now - trial.user_attrs.get(HEARTBEAT, started) > STALE_AFTER_S
 
 
 def fail_interrupted(storage: BaseStorage, study_name: str) -> list[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import ray
 from optuna.trial import TrialState
 
 import launcher
+from search.storage import HEARTBEAT, STALE_AFTER_S
 from tests.conftest import DATA, REPO, TINY_SPACE, load
 
 BAD_SPACES = sorted((DATA / "bad_spaces").glob("*.yaml"))
@@ -89,8 +91,9 @@ def test_search_records_complete_pruned_and_failed_trials_and_resumes(
     # Every Ray node of the local search is on a loopback address.
     assert all(node["NodeManagerAddress"].startswith("127.") for node in ray.nodes())
 
-    # A trial left RUNNING by a driver that died is failed as interrupted, then made up for.
-    study.ask()
+    # A trial left RUNNING by a launcher that died long ago (its heartbeat is old) is failed
+    # as interrupted, then made up for.
+    study.ask().set_user_attr(HEARTBEAT, time.time() - STALE_AFTER_S - 1)
     assert launcher.main(["--space", str(TINY_SPACE), "--study", "tiny"]) == 2
     assert "add --resume" in capsys.readouterr().err
     assert launcher.main(["--space", str(TINY_SPACE), "--study", "tiny", "--resume"]) == 0

@@ -34,6 +34,7 @@ def test_running_trials_become_interrupted_failures_and_do_not_count(storage_url
     study = optuna.create_study(storage=storage, study_name="s")
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
     left_running = study.ask()
+    left_running.set_user_attr(HEARTBEAT, time.time() - STALE_AFTER_S - 1)
     assert fail_interrupted(storage, "s") == [left_running.number]
     trial = study.trials[left_running.number]
     assert trial.state == TrialState.FAIL and trial.user_attrs["fail_reason"] == INTERRUPTED
@@ -45,10 +46,12 @@ def test_only_trials_whose_launcher_stopped_beating_are_interrupted(storage_url:
     storage = open_storage(storage_url)
     study = optuna.create_study(storage=storage, study_name="s")
     live, dead = study.ask(), study.ask()
+    study.ask()  # no heartbeat yet: its launcher writes one right after asking
     live.set_user_attr(HEARTBEAT, time.time())  # another launcher is running it
     dead.set_user_attr(HEARTBEAT, time.time() - STALE_AFTER_S - 1)
     assert fail_interrupted(storage, "s") == [dead.number]
-    assert [t.state for t in study.trials] == [TrialState.RUNNING, TrialState.FAIL]
+    assert [t.state for t in study.trials] == [TrialState.RUNNING, TrialState.FAIL,
+                                               TrialState.RUNNING]
     assert finished_count(study) == 0
 
 
