@@ -34,11 +34,13 @@ from plotly.subplots import make_subplots
 
 from objectives.layer_profile import LAYER_PROFILE
 from search.errors import SpaceError, closest
-from search.storage import mask, open_existing
+from search.storage import HEARTBEAT, mask, open_existing
 from search.summary import baseline_trial, best_trial, trial_score
 
 BEST_ROWS = 10  # trials in the table of best trials
 MAX_PARETO_ROWS = 20
+# Numeric user attributes that are not metrics: a launcher's clock, links between trials.
+BOOKKEEPING = {HEARTBEAT, "retry_of", "retried_as"}
 PRUNED_GREY = "#b8b8b8"
 BEST_COLOUR = "#d62728"
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
@@ -448,7 +450,8 @@ def _pareto(info: _Study) -> str:
 def _trial_metrics(trial: FrozenTrial) -> dict[str, float]:
     """Numeric user attributes, and the last evaluation in the trial's metrics.jsonl."""
     metrics = {k: v for k, v in trial.user_attrs.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+               if isinstance(v, (int, float)) and not isinstance(v, bool)
+               and k not in BOOKKEEPING}
     folder = trial.user_attrs.get("trial_dir")
     path = Path(folder) / "metrics.jsonl" if isinstance(folder, str) else None
     if path is not None and path.is_file():

@@ -98,6 +98,9 @@ def start_ray(request: SearchRequest) -> None:
     if request.address:
         ray.init(address=request.address, log_to_driver=False)
     else:
+        # Ray says whether this private, loopback-only instance uses token authentication;
+        # nothing else can reach it, so the notice would only puzzle the user.
+        logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
         ray.init(_node_ip_address=LOCAL_NODE_IP, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
 

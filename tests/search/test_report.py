@@ -335,8 +335,10 @@ def test_report_of_a_real_search(tiny_study, tmp_path, browser):
     text = result["text"]
     assert "5: 2 complete, 1 pruned, 2 failed, 0 running" in text
     assert "Early stopping" in text and "of the compute saved" in text
-    # The best trial's final evaluation: 6 modules a pass, 120 validation rows in 2 passes.
+    # The best trial's final evaluation: 6 modules a pass, 120 test rows in 2 passes.
     assert "12 records from" in text
+    # Bookkeeping attributes are not shown as metrics.
+    assert "heartbeat" not in text
     # Both complete trials tried the same parameters: no importances, a note says why.
     assert "took different values among the complete trials" in text
 
