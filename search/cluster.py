@@ -76,6 +76,9 @@ def job_client(address: str | None) -> Iterator[JobSubmissionClient]:
     try:
         try:
             client = JobSubmissionClient(address)
+        except ConnectionError:
+            raise SpaceError("--address", "", f"no Ray Jobs API answers at {where}; give the "
+                             "head's dashboard address, http://HEAD:8265") from None
         finally:
             os.environ.update(hidden)
         yield client

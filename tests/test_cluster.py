@@ -269,6 +269,8 @@ def test_a_submission_is_checked_here_before_it_reaches_a_cluster(tmp_path: Path
         jobs("logs", "http://127.0.0.1:1", None)
     with pytest.raises(SpaceError, match="unknown action 'tail'"):
         jobs("tail", "http://127.0.0.1:1", "raysubmit_x")
+    with pytest.raises(SpaceError, match="no Ray Jobs API answers at http://127.0.0.1:1"):
+        jobs("list", "http://127.0.0.1:1", None)
     # The job runs in Ray's copy of the project: spaces in it are named relative to it.
     assert job_space_argument("lora.yaml") == "spaces/lora.yaml"
     assert job_space_argument(str(TINY_SPACE)) == "tests/data/spaces/tiny.yaml"
