@@ -167,6 +167,17 @@ def goal(value: float, target: float, at_most: bool) -> dict[str, Any]:
             "met": bool(met) if value == value else None}
 
 
+def _in_project(value: Any) -> Any:
+    """Paths inside the project made relative to it, so a result names no machine's folders."""
+    if isinstance(value, str):
+        return value.removeprefix(f"{REPO}{os.sep}")
+    if isinstance(value, dict):
+        return {key: _in_project(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_in_project(item) for item in value]
+    return value
+
+
 def write(name: str, settings: dict[str, Any], figures: dict[str, Any],
           repetitions: list[dict[str, Any]], notes: list[str] | None = None) -> Path:
     """benchmarks/results/NAME.json: the figures and everything needed to judge them."""
@@ -175,10 +186,10 @@ def write(name: str, settings: dict[str, Any], figures: dict[str, Any],
     record = {
         "benchmark": name,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": " ".join([Path(sys.executable).name, *_in_project(sys.argv)]),
         "machine": machine(),
         "packages": packages(),
-        "settings": settings,
+        "settings": _in_project(settings),
         "figures": figures,
         "repetitions": repetitions,
         "notes": notes or [],
