@@ -62,16 +62,13 @@ class SearchResult:
     paths: StudyPaths
 
 
-def open_study(
-    request: SearchRequest, paths: StudyPaths
-) -> tuple[optuna.Study, BaseStorage, str, bool]:
-    """The study, its storage and URL, and whether it is new.
+def open_study(request: SearchRequest, url: str) -> tuple[optuna.Study, BaseStorage, bool]:
+    """The study at ``url``, its storage, and whether it is new.
 
     An existing study is only continued with --resume, and only by the space that made it:
     trials of another space would mislead the sampler and the report.
     """
     space = request.space
-    url = space.head.study.storage or default_url(paths)
     storage = open_storage(url)
     names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     exists = request.study_name in names
@@ -89,7 +86,7 @@ def open_study(
         storage=storage, study_name=request.study_name, load_if_exists=True,
         direction=space.head.study.direction,
     )
-    return study, storage, url, not exists
+    return study, storage, not exists
 
 
 def start_ray(request: SearchRequest) -> None:
@@ -122,9 +119,10 @@ def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
     scheduler = build_scheduler(space)
     start_ray(request)
     check_resources(space)
-    check_cluster_storage(space.head.study.storage or default_url(paths), is_multi_node())
+    url = space.head.study.storage or default_url(paths)
+    check_cluster_storage(url, is_multi_node())
     paths.root.mkdir(parents=True, exist_ok=True)
-    study, storage, url, new = open_study(request, paths)
+    study, storage, new = open_study(request, url)
     if new:
         study.set_user_attr("space_file", str(space.source))
         study.set_user_attr("space_fingerprint", space.fingerprint())

@@ -257,6 +257,7 @@ def _check_search(space: SearchSpace) -> None:
     """Every searched key exists, conditions refer to earlier parameters, and every value the
     sampler may pick gives a config the objective accepts (checked one parameter at a time)."""
     seen: list[str] = []
+    fixed_values = space.defaults.model_dump()
     for key, param in space.head.search.items():
         field = f"search.{key}"
         if not _key_exists(type(space.defaults), key.split(".")):
@@ -268,7 +269,7 @@ def _check_search(space: SearchSpace) -> None:
                                  "before this parameter")
         seen.append(key)
         # The untuned baseline runs with the fixed value, which a categorical must offer.
-        fixed = _get_dotted(space.defaults.model_dump(), key)
+        fixed = _get_dotted(fixed_values, key)
         if isinstance(param, CategoricalParam) and fixed not in (None, *param.choices):
             raise SpaceError(space.source, f"{field}.choices", f"the untuned value {fixed!r} "
                              "(the baseline trial's) is not a choice; add it, or fix the key "
