@@ -32,7 +32,8 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import sort_checkpoints
 
 from objectives import sft_data, tiny_llama
 from objectives.base import Objective, TrialContext, finite
@@ -190,6 +191,14 @@ def device_map(visible_gpus: int) -> str | None:
     return "auto" if visible_gpus > 1 else None
 
 
+def last_complete_checkpoint(checkpoints: Path) -> str | None:
+    """The newest checkpoint the Trainer finished writing. It writes trainer_state.json last,
+    so a worker killed in the middle of a save leaves a folder without it: skipped."""
+    complete = [path for path in sort_checkpoints(str(checkpoints))
+                if (Path(path) / TRAINER_STATE_NAME).is_file()]
+    return complete[-1] if complete else None
+
+
 def precision_flags(precision: str, cuda: bool, bf16_supported: bool) -> dict[str, bool]:
     """TrainingArguments flags: bf16 where the GPU has it, else fp16 (Trainer scales the loss
     dynamically); fp32 on CPU, where half precision is slow and fp16 unsupported."""
@@ -333,8 +342,7 @@ class CausalLMLoRA(Objective):
         )
         trainer.remove_callback(PrinterCallback)  # evaluations go to the search, not stdout
         try:
-            resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-            trainer.train(resume_from_checkpoint=resume)
+            trainer.train(resume_from_checkpoint=last_complete_checkpoint(checkpoints))
             if guard.reason:
                 context.report({"step": trainer.state.global_step, "eval_loss": float("nan"),
                                 "outcome": "pruned", "reason": guard.reason})

@@ -77,6 +77,20 @@ def test_restarted_trial_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     assert resumed[-1]["outcome"] == "complete"
 
 
+def test_a_checkpoint_cut_short_by_a_kill_is_skipped_on_resume(tmp_path: Path) -> None:
+    trial_dir, prepared = tmp_path / "t", tmp_path / "prepared"
+    run(tiny_config(), trial_dir, prepared)
+    # As if the worker died while writing step 20's checkpoint: the folder exists, but the
+    # Trainer had not yet written its weights or its state (which it writes last).
+    partial = trial_dir / "checkpoints" / "checkpoint-20"
+    for name in ("adapter_model.safetensors", "trainer_state.json"):
+        (partial / name).unlink()
+    shutil.rmtree(trial_dir / "adapter")
+    resumed = run(tiny_config(), trial_dir, prepared)
+    assert [r["step"] for r in resumed] == [20, 20]
+    assert resumed[-1]["outcome"] == "complete"
+
+
 def test_non_finite_loss_stops_the_trial_as_pruned(tmp_path: Path) -> None:
     results = run(tiny_config(learning_rate=1e6, logging_steps=1, max_grad_norm=1e9),
                   tmp_path / "t", tmp_path / "prepared")
