@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -90,6 +92,19 @@ def test_killed_worker_is_restarted_and_resumes_from_its_checkpoint(
     assert trial.intermediate_values.keys() == {10, 20, 30, 40, 50, 60, 70, 80}
 
 
+def study_exists(db: Path, name: str) -> bool:
+    """Read only: Optuna's storage would create the schema if it opened the file while the
+    driver is still creating it, and the two would collide."""
+    if not db.exists():
+        return False
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as connection:
+        try:
+            found = connection.execute("SELECT 1 FROM studies WHERE study_name = ?", (name,))
+            return found.fetchone() is not None
+        except sqlite3.OperationalError:  # no tables yet, or the driver holds the lock
+            return False
+
+
 def test_driver_killed_mid_search_resumes_with_nothing_lost(studies_dir: Path,
                                                             tmp_path: Path) -> None:
     space = tmp_path / "driver.yaml"
@@ -101,12 +116,9 @@ def test_driver_killed_mid_search_resumes_with_nothing_lost(studies_dir: Path,
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         def two_finished_one_running() -> bool:
-            if not (studies_dir / "crash" / "optuna.db").exists():
-                return False  # opening it here would create it
-            try:
-                states = [t.state for t in load(studies_dir, "crash").trials]
-            except KeyError:  # the driver has not created the study yet
+            if not study_exists(studies_dir / "crash" / "optuna.db", "crash"):
                 return False
+            states = [t.state for t in load(studies_dir, "crash").trials]
             return states.count(TrialState.RUNNING) == 1 and len(states) >= 3
         wait_for(two_finished_one_running, 240, "two finished trials and a running one")
         before = {t.number: t for t in load(studies_dir, "crash").trials
