@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SPACE ?= lora.yaml
 
-.PHONY: setup system-packages run test bench lint clean
+.PHONY: setup system-packages run test test-fast bench lint clean
 
 # torch first, pinned to the CPU wheel this setup is tested with; on a GPU machine install the
 # CUDA build of torch into .venv before `make setup` and it is kept.
@@ -42,6 +42,12 @@ bench: setup
 test: setup system-packages
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "no test ran" >&2; exit 1; fi; exit $$status
+
+# The unit tests alone (no end-to-end search, no server): about a minute on 2 cores.
+test-fast: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -m "not slow"; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "no test ran" >&2; exit 1; fi; exit $$status
 
 lint: setup

@@ -1,6 +1,7 @@
 """Search the hyperparameters of a fine-tune: python launcher.py --space lora.yaml
 
-Other commands work on a study once it exists: report, dashboard, export; and on a Ray cluster:
+Other commands work on a study once it exists: report, dashboard, export, compare; and on a Ray
+cluster:
 submit, jobs. Exit codes: 0 done, 2 bad input (one line naming the file and the field),
 1 anything else (FTSEARCH_DEBUG=1 prints the traceback).
 """
@@ -13,7 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
-COMMANDS = ("run", "report", "dashboard", "export", "submit", "jobs")
+COMMANDS = ("run", "report", "dashboard", "export", "compare", "submit", "jobs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,11 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--port", type=int, default=8080)
 
     export = commands.add_parser("export", help="export a study's best trial for Ollama")
-    export.add_argument("study", help="study name (its folder under studies/)")
+    export.add_argument("target", metavar="STUDY_OR_STORAGE_URL",
+                        help="a study name (its folder under studies/) or an Optuna storage URL")
+    export.add_argument("--study", help="the study in that storage, when it holds several")
     export.add_argument("--trial", type=int, help="trial number (default: the best complete one)")
     export.add_argument("--out", help="output folder (default: studies/<study>/export)")
-    export.add_argument("--quantize", choices=["f16", "q8_0"], default="f16",
+    export.add_argument("--quantize", default="f16",
                         help="GGUF weight type: f16, or q8_0 (8-bit, about half the size)")
+
+    compare = commands.add_parser(
+        "compare", help="is trial A really better than B? a paired test on the test split")
+    compare.add_argument("target", metavar="STUDY_OR_STORAGE_URL")
+    compare.add_argument("--study", help="the study in that storage, when it holds several")
+    compare.add_argument("--a", type=int, help="trial A (default: the best)")
+    compare.add_argument("--b", type=int, help="trial B (default: the untuned default)")
+    compare.add_argument("--metric", help="e.g. accuracy (default: the study's metric)")
+    compare.add_argument("--sheet", type=Path, help="write a blind A/B sheet for people to rate "
+                         "(and its key beside it, FILE.key.csv)")
+    compare.add_argument("--ratings", type=Path, help="read a rated sheet back: the rating of "
+                         "each side and a sign test")
 
     submit = commands.add_parser(
         "submit", help="submit a search to a Ray cluster as a Ray Job; prints the job id")
@@ -85,19 +100,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def check_study_name(name: str, source: str) -> None:
     """Study names become folder names: no path separators, no '..'."""
-    from search.errors import SpaceError
+    from search.errors import InputError
     from search.storage import is_study_name
 
     if not is_study_name(name):
-        raise SpaceError(source, "", f"study name {name!r} must be letters, digits, "
+        raise InputError(source, "", f"study name {name!r} must be letters, digits, "
                          "'_', '-' or '.', with no path separator or '..'")
 
 
 def check_trials(trials: int | None) -> None:
-    from search.errors import SpaceError
+    from search.errors import InputError
 
     if trials is not None and trials <= 0:
-        raise SpaceError("--trials", "", f"must be a positive number, got {trials}")
+        raise InputError("--trials", "", f"must be a positive number, got {trials}")
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -117,9 +132,29 @@ def run_command(args: argparse.Namespace) -> int:
     paths = StudyPaths.for_study(name)
     result = run_search(request, paths)
     save_best(result.study, space, paths)
+    comparison = compare_after_search(result.storage_url, name)
     write_report(result.storage_url, name, paths.root / "report.html")
     print("\n".join(summary_lines(result.study, space, paths, result.storage_url)))
+    if comparison:
+        print(comparison)
     return 0
+
+
+def compare_after_search(url: str, name: str) -> str | None:
+    """The comparison line of the best trial and the untuned default, when both finished
+    with predictions; else None (the summary says why there is no best trial)."""
+    from search.comparison import compare, line
+    from search.errors import InputError
+    from search.storage import resolve_study
+
+    resolved = resolve_study(url, name)
+    try:
+        result = compare(resolved)
+    except InputError:
+        return None
+    if result["a"] == result["b"]:
+        return f"the untuned default (trial {result['a']}) is the best trial"
+    return line(result)
 
 
 def report_command(args: argparse.Namespace) -> int:
@@ -143,14 +178,40 @@ def dashboard_command(args: argparse.Namespace) -> int:
 
 
 def export_command(args: argparse.Namespace) -> int:
-    from search.export import export_trial, summary_lines
-    from search.storage import StudyPaths
+    from search.comparison import study_objective
+    from search.storage import resolve_study
 
-    check_study_name(args.study, "STUDY")
-    result = export_trial(StudyPaths.for_study(args.study).root, args.trial,
-                          Path(args.out) if args.out else None, args.quantize)
-    print("\n".join(summary_lines(result)))
+    resolved = resolve_study(args.target, args.study)
+    objective = study_objective(resolved)
+    trial = resolved.finished(resolved.trial(args.trial))
+    out = Path(args.out) if args.out else resolved.paths.root / "export"
+    print("\n".join(objective.export(trial, out, {"quantize": args.quantize})))
     return 0
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    from search.comparison import compare, line, sheet_rows
+    from search.sheet import read_ratings, write_sheet
+    from search.storage import resolve_study
+
+    resolved = resolve_study(args.target, args.study)
+    if args.ratings:
+        print(read_ratings(args.ratings, key_path(args.ratings)).line())
+        return 0
+    if args.sheet:
+        rows_a, rows_b, labels = sheet_rows(resolved, args.a, args.b)
+        count = write_sheet(rows_a, rows_b, args.sheet, key_path(args.sheet), labels)
+        print(f"sheet of {count} test examples to rate: {args.sheet} (key: "
+              f"{key_path(args.sheet)}; keep it from the raters)")
+        return 0
+    print(line(compare(resolved, args.a, args.b, args.metric)))
+    print(f"written to {resolved.paths.root / 'comparison.json'}")
+    return 0
+
+
+def key_path(sheet: Path) -> Path:
+    """The key of a sheet, beside it: FILE.key.csv says which answer is which trial's."""
+    return sheet.with_name(f"{sheet.stem}.key.csv")
 
 
 def submit_command(args: argparse.Namespace) -> int:
@@ -176,7 +237,8 @@ def jobs_command(args: argparse.Namespace) -> int:
 
 
 HANDLERS = {"run": run_command, "report": report_command, "dashboard": dashboard_command,
-            "export": export_command, "submit": submit_command, "jobs": jobs_command}
+            "export": export_command, "compare": compare_command, "submit": submit_command,
+            "jobs": jobs_command}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,12 +246,14 @@ def main(argv: list[str] | None = None) -> int:
     # Imported after parsing so that --help answers at once.
     import optuna
 
-    from search.errors import SpaceError
+    from objectives.base import DataError
+    from search.errors import InputError
+    from search.sheet import SheetError
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         return HANDLERS[args.command](args)
-    except SpaceError as error:
+    except (InputError, DataError, SheetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -6,12 +6,19 @@ import importlib
 
 from objectives.base import Objective, Reporter, TrialContext
 
-__all__ = ["Objective", "Reporter", "TrialContext", "get_objective", "OBJECTIVES"]
+__all__ = ["DEFAULT_OBJECTIVE", "OBJECTIVES", "Objective", "Reporter", "TrialContext",
+           "get_objective", "register"]
 
 # name -> "module:Class"; imported on use so a space that does not use one does not pay for it.
 OBJECTIVES = {
     "causal_lm_lora": "objectives.causal_lm_lora:CausalLMLoRA",
 }
+DEFAULT_OBJECTIVE = "causal_lm_lora"  # what a space without an objective key trains
+
+
+def register(name: str, target: str) -> None:
+    """Make ``objective: name`` in a space mean the class at ``target`` ("module:Class")."""
+    OBJECTIVES[name] = target
 
 
 def get_objective(name: str) -> Objective:

@@ -1,4 +1,27 @@
-"""What the search knows about an objective: a config model, a preparation step and a run."""
+"""The objective contract: all the search knows about a kind of training it can tune.
+
+An objective is a package in ``objectives/`` registered in ``objectives/__init__.py``. It owns
+its config (a pydantic model of the space's objective sections), its data, its metrics, its
+report sections and its export; nothing here or in an objective imports ``search/``.
+
+Lifecycle, in order:
+
+1. ``check(config)``: one config the sampler may produce is usable (called for each searched
+   value, before anything runs); raise ``DataError`` if not.
+2. ``check_data(config)``: the data can be read and split (once, before the search).
+3. ``prepare(config, prepared_dir)``: work shared by every trial (tokenising), once.
+4. ``run(config, context)``: one trial, in a worker. It calls ``context.report`` at each
+   evaluation (the scheduler acts on these), then ends with ``context.complete(value, ...)``
+   or ``context.prune(reason)``; an exception ends it as FAIL with the error as reason.
+5. ``save_best(trial_dir, best_dir)``: the winner's artefacts to ``studies/<name>/best/``.
+6. ``export(trial, out_dir, options)``: optional, the winner in a form to serve.
+
+An objective declares ``metrics`` (what its evaluations report, with the direction in which
+each is better: ``study.metric`` must be one of them), ``max_steps(config)`` (the step budget
+schedulers count in), ``path_fields`` (config fields that are file paths, resolved beside the
+space file) and optionally ``report_sections`` and ``score`` (per-example metrics, which the
+paired comparison of two trials recomputes on resamples of the test split).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +30,71 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel
+
+# How a trial ended, as its last report says. The search maps these to Optuna trial states.
+STEP = "step"
+OUTCOME = "outcome"
+REASON = "reason"
+COMPLETE = "complete"  # trained to its end, or stopped by its own early stopping
+PRUNED = "pruned"  # stopped itself (e.g. the loss became NaN); the reason says why
+FAILED = "failed"  # raised an error
+OUT_OF_MEMORY = "out_of_memory"
+# Set on the report of an evaluation after which the trial trains no more: no scheduler may
+# stop a trial there, since its final report follows.
+LAST_EVALUATION = "last_evaluation"
+
+PREDICTIONS = "predictions_{split}.jsonl"  # per trial folder: prompt, reference, prediction
+LABELS = "labels.json"  # per trial folder: the closed answer set, where there is one
+
+
+class DataError(ValueError):
+    """Bad config or data: ``field`` is the dotted key (or ``line N``) at fault.
+
+    ``source`` is the file at fault when it is not the space file (a dataset, a trial folder).
+    """
+
+    def __init__(self, field: str, problem: str, source: str | Path | None = None) -> None:
+        self.field, self.problem = field, problem
+        self.source = str(source) if source is not None else None
+        where = ": ".join(part for part in (self.source, field) if part)
+        super().__init__(f"{where}: {problem}" if where else problem)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A value an objective's evaluations report. ``per_example`` metrics are computed from
+    the predictions file and can be recomputed by ``Objective.score`` for a paired test."""
+
+    name: str
+    direction: Literal["minimize", "maximize"]
+    description: str = ""
+    per_example: bool = False
+
+
+@dataclass(frozen=True)
+class FinishedTrial:
+    """A trial as the objective sees it after the search: for save, export and the report."""
+
+    study_name: str
+    number: int
+    value: float | None
+    params: dict[str, Any]
+    trial_dir: Path
+    metric: str
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    """A part of the study's report: ``html`` is a fragment (plotly figures without their
+    script, which the page embeds once)."""
+
+    key: str
+    title: str
+    html: str
 
 
 class Reporter(ABC):
@@ -28,8 +113,14 @@ class TrialContext:
     trial_dir: Path
     prepared_dir: Path  # shared by every trial of the study, written by Objective.prepare
     reporter: Reporter
+    metric: str = "eval_loss"  # the study's metric: what "best checkpoint" means
+    direction: Literal["minimize", "maximize"] = "minimize"
     threads: int = 1
     history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def maximize(self) -> bool:
+        return self.direction == "maximize"
 
     def report(self, metrics: dict[str, Any]) -> None:
         """Record an evaluation in the trial folder, then hand it to the reporter."""
@@ -39,24 +130,45 @@ class TrialContext:
             out.write(json.dumps(clean, allow_nan=True) + "\n")
         self.reporter.report(clean)
 
+    def complete(self, value: float, *, step: int, **metrics: Any) -> None:
+        """End the trial: ``value`` is the study metric's final value (a non-finite one ends
+        it PRUNED), ``metrics`` the rest (test-split figures, costs)."""
+        self.report({**metrics, self.metric: value, STEP: step, OUTCOME: COMPLETE})
+
+    def prune(self, reason: str, *, step: int) -> None:
+        """End the trial early by its own decision."""
+        self.report({STEP: step, self.metric: math.nan, OUTCOME: PRUNED, REASON: reason})
+
+    def fail(self, reason: str, *, out_of_memory: bool = False) -> None:
+        """End the trial as FAIL (the search calls this when ``run`` raises)."""
+        step = self.history[-1].get(STEP, 0) if self.history else 0
+        self.report({STEP: step, self.metric: math.nan, OUTCOME: FAILED, REASON: reason,
+                     OUT_OF_MEMORY: out_of_memory})
+
 
 class Objective(ABC):
-    """One kind of training the search can tune.
-
-    ``run`` reports evaluations through ``context.report``; its last report carries
-    ``outcome``: "complete" (trained to its end or stopped by its own early stopping) or
-    "pruned" (stopped itself, e.g. on a non-finite loss, with ``reason``). A trial stopped by the
-    scheduler sends no last report.
-    """
+    """One kind of training the search can tune; see the module docstring for the order in
+    which the search calls these."""
 
     name: ClassVar[str]
     config_model: ClassVar[type[BaseModel]]
+    metrics: ClassVar[tuple[Metric, ...]]
+    # Config fields that are file paths: section -> keys. Relative paths found beside the
+    # space file are resolved there.
+    path_fields: ClassVar[dict[str, list[str]]] = {}
+
+    def metric(self, name: str) -> Metric | None:
+        return next((m for m in self.metrics if m.name == name), None)
+
+    def max_steps(self, config: BaseModel) -> int | None:
+        """The longest a trial trains, in the steps it reports; None if not known upfront."""
+        return None
 
     def check(self, config: BaseModel) -> None:  # noqa: B027 - optional hook
-        """Raise ValueError for a config that cannot work, before any trial runs."""
+        """Raise DataError for a config that cannot work, before any trial runs."""
 
     def check_data(self, config: BaseModel) -> None:  # noqa: B027 - optional hook
-        """Raise SpaceError for data that cannot be used (read once, before the search)."""
+        """Raise DataError for data that cannot be used (read once, before the search)."""
 
     def prepare(self, config: BaseModel, prepared_dir: Path) -> None:  # noqa: B027
         """Work shared by all trials (tokenising data), done once by the driver."""
@@ -71,8 +183,46 @@ class Objective(ABC):
 
     @abstractmethod
     def save_best(self, trial_dir: Path, best_dir: Path) -> None:
-        """Copy what a user needs of the winning trial (adapter, tokenizer) to ``best_dir``."""
+        """Copy what a user needs of the winning trial to ``best_dir``."""
+
+    def export(self, trial: FinishedTrial, out_dir: Path | None,
+               options: dict[str, Any]) -> list[str]:
+        """Write ``trial`` in a form to serve (default folder: chosen by the objective) and
+        return the lines to print. Raise DataError for a trial or option it cannot export."""
+        raise DataError("export", f"the {self.name} objective has no export")
+
+    def report_sections(self, best: FinishedTrial | None) -> list[ReportSection]:
+        """Sections of the study report that only this objective knows how to draw."""
+        return []
+
+    def score(self, metric: str, rows: list[dict[str, str]], labels: list[str] | None) -> float:
+        """A per-example metric (named without its split prefix, e.g. ``accuracy``) of
+        prediction rows; raise KeyError for a metric it cannot compute from predictions."""
+        raise KeyError(metric)
 
 
-def finite(value: float) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
+def read_predictions(trial_dir: Path, split: str) -> tuple[list[dict[str, str]], list[str] | None]:
+    """A trial's prediction rows on ``split``, in the split's order, and its label set."""
+    path = Path(trial_dir) / PREDICTIONS.format(split=split)
+    if not path.is_file():
+        raise DataError("", f"no {path.name}: the trial did not finish its evaluation",
+                        source=trial_dir)
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    labels_file = Path(trial_dir) / LABELS
+    labels = json.loads(labels_file.read_text(encoding="utf-8")) if labels_file.is_file() else None
+    return rows, labels
+
+
+def write_predictions(trial_dir: Path, split: str, rows: list[dict[str, str]]) -> Path:
+    path = Path(trial_dir) / PREDICTIONS.format(split=split)
+    partial = path.with_suffix(".partial")
+    with partial.open("w", encoding="utf-8") as out:
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    partial.replace(path)
+    return path
+
+
+def finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from search.errors import SpaceError
+from search.errors import InputError
 from search.storage import JOURNAL_PREFIX, mask
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def job_client(address: str | None) -> Iterator[JobSubmissionClient]:
         try:
             client = JobSubmissionClient(address)
         except ConnectionError:
-            raise SpaceError("--address", "", f"no Ray Jobs API answers at {where}; give the "
+            raise InputError("--address", "", f"no Ray Jobs API answers at {where}; give the "
                              "head's dashboard address, http://HEAD:8265") from None
         finally:
             os.environ.update(hidden)
@@ -85,7 +85,7 @@ def job_client(address: str | None) -> Iterator[JobSubmissionClient]:
     except AuthenticationError as error:
         refused = "failed" in str(error).split(":", 1)[0]
         problem = "refused the token" if refused else "requires a token"
-        raise SpaceError("--address", "", f"the Ray cluster at {where} {problem}: "
+        raise InputError("--address", "", f"the Ray cluster at {where} {problem}: "
                          f"{AUTH_HINT}") from None
 
 
@@ -124,10 +124,10 @@ def submit(space: str, address: str | None, study: str | None, extra_args: list[
 def jobs(action: str, address: str | None, job_id: str | None) -> None:
     """Print the cluster's jobs (list), or one job's status, logs, or stop it."""
     if action not in JOB_ACTIONS:
-        raise SpaceError("jobs", "", f"unknown action {action!r}; use one of "
+        raise InputError("jobs", "", f"unknown action {action!r}; use one of "
                          f"{', '.join(JOB_ACTIONS)}")
     if action != "list" and not job_id:
-        raise SpaceError("jobs", action, "needs a JOB_ID (`jobs list` shows them)")
+        raise InputError("jobs", action, "needs a JOB_ID (`jobs list` shows them)")
     with job_client(address) as client:
         if action == "list":
             for line in job_lines(client.list_jobs()):
@@ -138,7 +138,7 @@ def jobs(action: str, address: str | None, job_id: str | None) -> None:
         except RuntimeError as error:
             if "404" not in str(error) and "does not exist" not in str(error):
                 raise
-            raise SpaceError("jobs", job_id, "no such job on this cluster") from None
+            raise InputError("jobs", job_id, "no such job on this cluster") from None
         if action == "status":
             print(f"{job_id}: {info.status}" + (f" ({info.message})" if info.message else ""))
         elif action == "logs":
@@ -179,6 +179,6 @@ def check_cluster_storage(storage_url: str, multi_node: bool) -> None:
     from sqlalchemy.engine import make_url
 
     if make_url(storage_url).get_backend_name() == "sqlite":
-        raise SpaceError("study.storage", "", f"{mask(storage_url)} is SQLite, which loses "
+        raise InputError("study.storage", "", f"{mask(storage_url)} is SQLite, which loses "
                          "updates on a shared filesystem; on a Ray cluster of several nodes use "
                          "postgresql://..., mysql://... or journal:PATH on a shared filesystem")

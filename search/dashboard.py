@@ -17,7 +17,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna_dashboard
 
-from search.errors import SpaceError
+from search.errors import InputError
 from search.storage import mask, open_existing
 
 
@@ -52,7 +52,7 @@ def serve_dashboard(storage_url: str, host: str = "127.0.0.1", port: int = 8080)
     try:
         server = make_server(host, port, app, server_class=_Server, handler_class=_QuietHandler)
     except OSError as error:
-        raise SpaceError(f"{host}:{port}", "", f"cannot listen there: "
+        raise InputError(f"{host}:{port}", "", f"cannot listen there: "
                          f"{error.strerror or error}") from None
     print(f"optuna-dashboard for {mask(storage_url)}: http://{host}:{server.server_port}/ "
           "(Ctrl-C to stop)", flush=True)

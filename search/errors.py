@@ -8,17 +8,27 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from objectives.base import DataError
 
-class SpaceError(ValueError):
-    """Bad input: a space file, a dataset, a study name or a storage URL.
 
-    The message is one line naming the file and the field, so the launcher can print it as is.
+class InputError(ValueError):
+    """Bad input: a space file, a dataset, a study name, a storage URL, a port, an address or
+    a command-line option.
+
+    The message is one line naming the file (or option) and the field, so the launcher can
+    print it as is. Objectives raise ``objectives.base.DataError``, which ``from_data`` turns
+    into this.
     """
 
     def __init__(self, source: str | Path, field: str, problem: str) -> None:
         self.source, self.field, self.problem = str(source), field, problem
         where = f"{self.source}: {field}" if field else self.source
         super().__init__(f"{where}: {problem}")
+
+
+def from_data(error: DataError, source: str | Path) -> InputError:
+    """An objective's DataError as input error; ``source`` is used when it names no file."""
+    return InputError(error.source or source, error.field, error.problem)
 
 
 def closest(word: str, candidates: Iterable[str]) -> str:
@@ -33,8 +43,8 @@ def dotted(loc: Sequence[str | int]) -> str:
 
 def from_validation_error(
     source: str | Path, error: ValidationError, prefix: str = "", fields_at=None
-) -> SpaceError:
-    """Turn pydantic's first error into a SpaceError, suggesting a key for unknown ones.
+) -> InputError:
+    """Turn pydantic's first error into a InputError, suggesting a key for unknown ones.
 
     ``fields_at(loc)`` returns the valid keys of the model found at ``loc``.
     """
@@ -47,6 +57,6 @@ def from_validation_error(
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     if first["type"] == "extra_forbidden":
         hint = closest(str(loc[-1]), fields_at(raw_loc[:-1])) if fields_at else ""
-        return SpaceError(source, field, f"unknown key{hint}{tail}")
+        return InputError(source, field, f"unknown key{hint}{tail}")
     message = first["msg"].removeprefix("Value error, ")
-    return SpaceError(source, field, f"{message}{tail}")
+    return InputError(source, field, f"{message}{tail}")

@@ -7,7 +7,7 @@ from typing import Any
 
 from optuna.trial import TrialState
 
-from objectives.base import finite
+from objectives.base import COMPLETE, FAILED, OUT_OF_MEMORY, OUTCOME, PRUNED, REASON, STEP, finite
 
 ERROR_FILE = "error.txt"  # a trial that raises leaves its traceback here
 
@@ -23,28 +23,30 @@ class Outcome:
 def outcome(result: dict[str, Any] | None, error: bool, metric: str) -> Outcome:
     """How the trial ends in the study.
 
-    - last report says "complete" with a finite value: COMPLETE with that value;
+    - last report says COMPLETE with a finite value: COMPLETE with that value;
     - last report says "pruned" (e.g. non-finite loss): PRUNED with its reason;
     - last report says "failed" (the objective raised): FAIL with the error's summary;
     - reports but no last one: the scheduler stopped it, PRUNED;
     - Ray gave up on the worker (it died more often than allowed): FAIL;
     - no report at all: FAIL, it never evaluated.
     """
-    kind = (result or {}).get("outcome")
-    if kind == "failed":
-        return Outcome(TrialState.FAIL, reason=result.get("reason"),
-                       out_of_memory=bool(result.get("out_of_memory")))
+    kind = (result or {}).get(OUTCOME)
+    if kind not in (None, COMPLETE, PRUNED, FAILED):
+        return Outcome(TrialState.FAIL, reason=f"the trial ended with an unknown outcome {kind!r}")
+    if kind == FAILED:
+        return Outcome(TrialState.FAIL, reason=result.get(REASON),
+                       out_of_memory=bool(result.get(OUT_OF_MEMORY)))
     if error:
         return Outcome(TrialState.FAIL, reason="the trial's worker died and could not be "
                        "restarted")
     if not result or metric not in result:
         return Outcome(TrialState.FAIL, reason="stopped before its first evaluation")
     value = result[metric]
-    if kind == "complete" and finite(value):
+    if kind == COMPLETE and finite(value):
         return Outcome(TrialState.COMPLETE, value=float(value))
-    if kind == "complete":
+    if kind == COMPLETE:
         return Outcome(TrialState.PRUNED, reason=f"final {metric} is {value}")
-    if kind == "pruned":
-        return Outcome(TrialState.PRUNED, reason=result.get("reason", "stopped itself"))
+    if kind == PRUNED:
+        return Outcome(TrialState.PRUNED, reason=result.get(REASON, "stopped itself"))
     return Outcome(TrialState.PRUNED,
-                   reason=f"stopped early by the scheduler at step {result.get('step')}")
+                   reason=f"stopped early by the scheduler at step {result.get(STEP)}")

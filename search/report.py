@@ -27,14 +27,14 @@ import plotly.graph_objects as go
 import plotly.offline
 from optuna.exceptions import ExperimentalWarning
 from optuna.importance import PedAnovaImportanceEvaluator
-from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
-from plotly.subplots import make_subplots
 
-from objectives.layer_profile import LAYER_PROFILE
-from search.errors import SpaceError, closest
-from search.storage import HEARTBEAT, mask, open_existing
+from objectives import OBJECTIVES, get_objective
+from objectives.base import ReportSection
+from search.comparison import COMPARISON, comparison_section
+from search.heartbeat import HEARTBEAT
+from search.storage import StudyPaths, finished_trial, mask, open_existing, pick_study
 from search.summary import baseline_trial, best_trial, trial_score
 
 BEST_ROWS = 10  # trials in the table of best trials
@@ -48,22 +48,6 @@ PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 Target = Callable[[FrozenTrial], float]
 
 
-def pick_study(storage: BaseStorage, study_name: str | None, url: str) -> str:
-    """The study to report: the one named, or the storage's only one."""
-    names = sorted(s.study_name for s in storage.get_all_studies())
-    if study_name is None:
-        if len(names) == 1:
-            return names[0]
-        listing = ", ".join(names) if names else "none"
-        raise SpaceError(mask(url), "--study", f"the storage holds {len(names)} studies "
-                         f"({listing}); name one with --study")
-    if study_name not in names:
-        raise SpaceError(mask(url), "--study", f"no study named {study_name!r}"
-                         f"{closest(study_name, names)}; the storage holds: "
-                         f"{', '.join(names) or 'none'}")
-    return study_name
-
-
 def write_report(storage_url: str, study_name: str | None, out: Path) -> Path:
     """Write the report of a study to ``out`` (one HTML file) and return its path.
 
@@ -72,7 +56,7 @@ def write_report(storage_url: str, study_name: str | None, out: Path) -> Path:
     storage = open_existing(storage_url)
     name = pick_study(storage, study_name, storage_url)
     study = optuna.load_study(study_name=name, storage=storage)
-    page = render(study, storage_url)
+    page = render(study, storage_url, StudyPaths.for_study(name))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f"{out.name}.{uuid.uuid4().hex}.partial")
@@ -127,8 +111,9 @@ def _read(study: optuna.Study) -> _Study:
                   constant=sorted(k for k, v in values.items() if len(v) == 1))
 
 
-def render(study: optuna.Study, storage_url: str) -> str:
-    """The report page of ``study`` as one HTML string."""
+def render(study: optuna.Study, storage_url: str, paths: StudyPaths | None = None) -> str:
+    """The report page of ``study`` as one HTML string; ``paths`` is its folder, which may
+    hold the comparison of the best trial with the untuned default."""
     info = _read(study)
     ranking, importance_html = _importances(info)
     sections = [
@@ -142,8 +127,11 @@ def render(study: optuna.Study, storage_url: str) -> str:
         ("timeline", "Timeline", _timeline(info)),
         ("best", "Best trials", _best_table(info)),
         ("baseline", "Best trial against the untuned baseline", _baseline(info)),
-        ("layers", "Per-layer profile of the best trial", _layer_profile(info)),
     ]
+    if paths is not None and (paths.root / COMPARISON).is_file():
+        section = comparison_section(paths.root / COMPARISON)
+        sections.append((section.key, section.title, section.html))
+    sections += [(s.key, s.title, s.html) for s in _objective_sections(info, paths)]
     if info.multi:
         sections.insert(2, ("pareto", "Pareto front", _pareto(info)))
     nav = " · ".join(f'<a href="#{key}">{html.escape(title)}</a>' for key, title, _ in sections)
@@ -555,49 +543,11 @@ def _baseline(info: _Study) -> str:
     return _note(text) + table + curves
 
 
-def read_layer_profile(path: Path) -> tuple[dict[str, dict[str, float]], int]:
-    """Mean compute_time and memory_usage per layer name, in first-seen order, and the
-    number of lines that were not well-formed records."""
-    sums: dict[str, list[float]] = {}
-    bad = 0
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-            name, ms, mb = record["layer_name"], float(record["compute_time"]), \
-                float(record["memory_usage"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            bad += 1
-            continue
-        total = sums.setdefault(str(name), [0.0, 0.0, 0])
-        total[0] += ms
-        total[1] += mb
-        total[2] += 1
-    means = {name: {"compute_time": ms / n, "memory_usage": mb / n, "records": n}
-             for name, (ms, mb, n) in sums.items()}
-    return means, bad
-
-
-def _layer_profile(info: _Study) -> str:
-    if info.best is None:
-        return _note("There is no single best trial to profile.")
-    folder = info.best.user_attrs.get("trial_dir")
-    if not isinstance(folder, str):
-        return _note(f"Trial {info.best.number} has no trial_dir user attribute.")
-    path = Path(folder) / LAYER_PROFILE
-    if not path.is_file():
-        return _note(f"No {LAYER_PROFILE} in {folder}: the best trial was not profiled.")
-    means, bad = read_layer_profile(path)
-    if not means:
-        return _note(f"{path} holds no well-formed record.")
-    names = list(means)
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                        subplot_titles=("mean compute time (ms)", "mean memory (MB)"))
-    fig.add_trace(go.Bar(x=names, y=[means[n]["compute_time"] for n in names],
-                         marker_color="#1f77b4", name="compute time (ms)"), row=1, col=1)
-    fig.add_trace(go.Bar(x=names, y=[means[n]["memory_usage"] for n in names],
-                         marker_color="#ff7f0e", name="memory (MB)"), row=2, col=1)
-    fig.update_layout(height=600, showlegend=False, margin=dict(t=40))
-    skipped = _note(f"{bad} malformed lines skipped.") if bad else ""
-    records = sum(int(m["records"]) for m in means.values())
-    return (_note(f"{records} records from {path}; a block's time and memory include its "
-                  "attention and MLP.") + _figure_html(fig) + skipped)
+def _objective_sections(info: _Study, paths: StudyPaths | None) -> list[ReportSection]:
+    """What the objective that made the study adds (e.g. the best trial's layer profile)."""
+    name = info.study.user_attrs.get("objective")
+    if name not in OBJECTIVES:
+        return []
+    folder = paths or StudyPaths.for_study(info.study.study_name)
+    best = finished_trial(info.study, info.best, folder) if info.best else None
+    return get_objective(name).report_sections(best)

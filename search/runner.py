@@ -15,21 +15,20 @@ from optuna.trial import TrialState
 from ray import tune
 
 from search.cluster import check_cluster_storage, is_multi_node
-from search.errors import SpaceError
+from search.errors import InputError
+from search.heartbeat import (
+    STALE_AFTER_S,
+    BeatOnEachStep,
+    Heartbeat,
+    fail_interrupted,
+    finished_count,
+)
 from search.progress import Progress
 from search.samplers import build_sampler
 from search.schedulers import build_scheduler
-from search.searcher import Heartbeat, StudySearcher
+from search.searcher import StudySearcher
 from search.space import SearchSpace
-from search.storage import (
-    STALE_AFTER_S,
-    StudyPaths,
-    default_url,
-    fail_interrupted,
-    finished_count,
-    mask,
-    open_storage,
-)
+from search.storage import StudyPaths, default_url, mask, note_storage, open_storage
 from search.trainable import run_trial
 
 # Ray's automatic CSV/JSON/TensorBoard loggers cost time on every result; the study keeps all.
@@ -75,13 +74,16 @@ def open_study(request: SearchRequest, url: str) -> tuple[optuna.Study, BaseStor
     if exists:
         made_by = optuna.load_study(study_name=request.study_name, storage=storage).user_attrs
         if made_by.get("space_fingerprint") not in (None, space.fingerprint()):
-            raise SpaceError(space.source, "study.name", f"study '{request.study_name}' in "
+            raise InputError(space.source, "study.name", f"study '{request.study_name}' in "
                              f"{mask(url)} was made by another space "
                              f"({made_by.get('space_file')}); choose another name with --study")
         if not request.resume:
-            raise SpaceError(space.source, "study.name", f"study '{request.study_name}' already "
+            raise InputError(space.source, "study.name", f"study '{request.study_name}' already "
                              f"exists in {mask(url)}; add --resume to continue it, or choose "
                              "another name with --study")
+    elif request.resume:
+        raise InputError(space.source, "study.name", f"no study '{request.study_name}' to "
+                         f"resume in {mask(url)}; drop --resume to start it")
     study = optuna.create_study(
         storage=storage, study_name=request.study_name, load_if_exists=True,
         direction=space.head.study.direction,
@@ -108,7 +110,7 @@ def check_resources(space: SearchSpace) -> None:
     want = space.head.resources
     for key, asked in (("CPU", want.cpu), ("GPU", want.gpu)):
         if asked > have.get(key, 0):
-            raise SpaceError(space.source, f"resources.{key.lower()}", f"each trial asks for "
+            raise InputError(space.source, f"resources.{key.lower()}", f"each trial asks for "
                              f"{asked:g} {key}s but the cluster has {have.get(key, 0):g}")
 
 
@@ -123,6 +125,7 @@ def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
     check_cluster_storage(url, is_multi_node())
     paths.root.mkdir(parents=True, exist_ok=True)
     study, storage, new = open_study(request, url)
+    note_storage(paths, url)
     if new:
         study.set_user_attr("space_file", str(space.source))
         study.set_user_attr("space_fingerprint", space.fingerprint())
@@ -147,7 +150,7 @@ def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
     space.objective.prepare(space.defaults, paths.prepared)
     resources = space.head.resources
     searcher = StudySearcher(space, request.study_name, storage, paths, sampler,
-                             request.n_trials)
+                             request.n_trials, Heartbeat())
     progress = Progress(
         total=request.n_trials, metric=space.head.study.metric,
         minimize=space.head.study.direction == "minimize",
@@ -171,7 +174,7 @@ def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
             name=f"{request.study_name}_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}",
             storage_path=str(paths.ray),
             verbose=0,
-            callbacks=[progress, Heartbeat(searcher)],
+            callbacks=[progress, BeatOnEachStep(searcher)],
             # A worker that dies (killed, node lost) is restarted and its trial resumes from
             # its last checkpoint; errors in the trial's code are not retried (see trainable).
             failure_config=tune.FailureConfig(max_failures=MAX_WORKER_RESTARTS),

@@ -7,7 +7,7 @@ import inspect
 import optuna
 
 from search.distributions import grid
-from search.errors import SpaceError
+from search.errors import InputError
 from search.space import SearchSpace
 
 SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
@@ -34,4 +34,4 @@ def build_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
             options.setdefault("search_space", grid(space.head.search))
         return cls(**options)
     except (TypeError, ValueError, ImportError) as error:
-        raise SpaceError(space.source, "sampler.options", str(error).splitlines()[0]) from None
+        raise InputError(space.source, "sampler.options", str(error).splitlines()[0]) from None

@@ -1,6 +1,12 @@
-"""Ray Tune trial schedulers by name: the one owner of early stopping across trials."""
+"""Ray Tune trial schedulers by name: the one owner of early stopping across trials.
+
+Two trials are never stopped: the untuned baseline (the reference every result is compared
+with is trained to its end) and any trial at its last evaluation (its final report follows).
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from ray.tune.schedulers import (
     ASHAScheduler,
@@ -9,11 +15,31 @@ from ray.tune.schedulers import (
     TrialScheduler,
 )
 
-from search.errors import SpaceError
+from objectives.base import LAST_EVALUATION, STEP
+from search.errors import InputError
 from search.space import SearchSpace
 
-# Trials report the optimizer step; rungs and grace periods are counted in it.
-TIME_ATTR = "step"
+TIME_ATTR = STEP  # trials report the optimizer step; rungs and grace periods count in it
+BASELINE = "baseline"  # set in the config Ray holds for the untuned trial
+
+
+class _Protect:
+    """Mixed into a scheduler: CONTINUE for the baseline and at a last evaluation, whatever
+    the scheduler would decide (it still records the result, so others are compared with it)."""
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        decision = super().on_trial_result(tune_controller, trial, result)
+        if trial.config.get(BASELINE) or result.get(LAST_EVALUATION):
+            return TrialScheduler.CONTINUE
+        return decision
+
+
+class ProtectedASHA(_Protect, ASHAScheduler):
+    pass
+
+
+class ProtectedMedian(_Protect, MedianStoppingRule):
+    pass
 
 
 def build_scheduler(space: SearchSpace) -> TrialScheduler:
@@ -22,17 +48,17 @@ def build_scheduler(space: SearchSpace) -> TrialScheduler:
     if section.name == "none":
         return FIFOScheduler()
     if section.name == "median":
-        return MedianStoppingRule(time_attr=TIME_ATTR, metric=study.metric, mode=mode,
-                                  grace_period=section.grace_period, min_samples_required=3)
-    max_t = section.max_t or getattr(getattr(space.defaults, "training", None), "max_steps", -1)
+        return ProtectedMedian(time_attr=TIME_ATTR, metric=study.metric, mode=mode,
+                               grace_period=section.grace_period, min_samples_required=3)
+    max_t = section.max_t or space.objective.max_steps(space.defaults)
     if not max_t or max_t <= 0:
-        raise SpaceError(space.source, "scheduler.max_t",
-                         "ASHA needs the longest trial in steps: set max_t or training.max_steps")
+        raise InputError(space.source, "scheduler.max_t", "ASHA needs the longest trial in "
+                         "steps: set max_t, or the objective's step budget (training.max_steps)")
     if section.grace_period >= max_t:
-        raise SpaceError(space.source, "scheduler.grace_period",
+        raise InputError(space.source, "scheduler.grace_period",
                          f"{section.grace_period} must be below max_t ({max_t})")
-    # ASHA stops any trial whose step reaches max_t, before it can record its final evaluation;
-    # one step more lets a full-length trial end by itself.
-    return ASHAScheduler(time_attr=TIME_ATTR, metric=study.metric, mode=mode, max_t=max_t + 1,
+    # ASHA stops any trial whose step reaches max_t; one step more lets a full-length trial
+    # end by itself (and its last evaluation is protected above).
+    return ProtectedASHA(time_attr=TIME_ATTR, metric=study.metric, mode=mode, max_t=max_t + 1,
                          grace_period=section.grace_period,
                          reduction_factor=section.reduction_factor)

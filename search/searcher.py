@@ -2,8 +2,9 @@
 
 Ray's ``OptunaSearch`` records every trial that ends without an error as COMPLETE, with the
 training iteration as the step. Here intermediate values are keyed by the optimizer step,
-trials the scheduler stopped are PRUNED, failures carry their reason, and every trial carries
-its resolved config and artefact folder as user attributes.
+trials the scheduler stopped are PRUNED, failures carry their reason, the final metrics
+(test-split figures) are user attributes, and every trial carries its resolved config and
+artefact folder as user attributes.
 """
 
 from __future__ import annotations
@@ -13,28 +14,22 @@ import time
 from typing import Any
 
 import optuna
-from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
-from ray.tune import Callback
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from objectives.base import finite
+from objectives.base import OUTCOME, STEP, finite
 from search.distributions import DefineByRun
+from search.heartbeat import INTERRUPTED, Heartbeat, NoHeartbeat, fail_interrupted, is_counted
 from search.outcome import outcome
+from search.schedulers import BASELINE
 from search.space import SearchSpace
-from search.storage import (
-    HEARTBEAT,
-    HEARTBEAT_S,
-    INTERRUPTED,
-    StudyPaths,
-    fail_interrupted,
-    is_counted,
-)
+from search.storage import StudyPaths
 
 logger = logging.getLogger(__name__)
 RECOUNT_S = 2  # how often a launcher waiting on other launchers' trials looks again
+TEST_PREFIX = "test_"  # final metrics on the test split, kept as user attributes
 
 
 class StudySearcher(OptunaSearch):
@@ -46,6 +41,7 @@ class StudySearcher(OptunaSearch):
         paths: StudyPaths,
         sampler: optuna.samplers.BaseSampler,
         n_trials: int,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         study = space.head.study
         super().__init__(
@@ -57,8 +53,33 @@ class StudySearcher(OptunaSearch):
             storage=storage,
         )
         self.search_space, self.paths, self.n_trials = space, paths, n_trials
+        self.storage = storage
+        self.heartbeat = heartbeat or NoHeartbeat()
         self._last_step: dict[str, int] = {}
-        self._last_beat = self._next_count = 0.0
+        self._next_count = 0.0
+
+    # --- Ray's OptunaSearch keeps its study, its live trials and the ids it has finished
+    # as private attributes, with no public API; they are read here only (pinned by
+    # tests/search/test_searcher.py).
+    @property
+    def study(self) -> optuna.Study:
+        return self._ot_study
+
+    def live_trial(self, trial_id: str) -> optuna.Trial | None:
+        """The Optuna trial behind a Ray trial id, while it is not finished here."""
+        if trial_id in self._completed_trials:
+            return None
+        return self._ot_trials.get(trial_id)
+
+    def running(self) -> list[optuna.Trial]:
+        return [t for i, t in self._ot_trials.items() if i not in self._completed_trials]
+
+    def mark_finished(self, trial_id: str) -> None:
+        self._completed_trials.add(trial_id)
+
+    def _id_of(self, trial: optuna.Trial) -> str:
+        return next(i for i, t in self._ot_trials.items() if t is trial)
+    # ---
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         # The study's count, not this launcher's, decides: other launchers may share the study.
@@ -66,48 +87,41 @@ class StudySearcher(OptunaSearch):
         # go stale, and then this launcher runs their replacements.
         if time.monotonic() < self._next_count:
             return None
-        trials = self._ot_study.get_trials(deepcopy=False)
+        trials = self.study.get_trials(deepcopy=False)
         counted = sum(map(is_counted, trials))
         if counted >= self.n_trials:
             return Searcher.FINISHED
         if counted + sum(t.state == TrialState.RUNNING for t in trials) >= self.n_trials:
-            fail_interrupted(self._ot_study._storage, self._ot_study.study_name)
+            fail_interrupted(self.storage, self.study.study_name)
             self._next_count = time.monotonic() + RECOUNT_S
             return None
         params = super().suggest(trial_id)
         if params is None or params == Searcher.FINISHED:
             return params
-        trial = self._ot_trials[trial_id]
-        trial.set_user_attr(HEARTBEAT, time.time())
+        trial = self.live_trial(trial_id)
+        self.heartbeat.start(trial)
         # A retry (after running out of memory) keeps the params and changes how it runs.
         overrides = trial.user_attrs.get("overrides", {})
         config = self.search_space.trial_config({**params, **overrides})
         trial.set_user_attr("config", config.model_dump(mode="json"))
         trial.set_user_attr("trial_dir", str(self.paths.trial_dir(trial.number)))
         trial.set_user_attr("ray_trial_id", trial_id)
-        return {"trial_number": trial.number, "params": params, "overrides": overrides}
+        return {"trial_number": trial.number, "params": params, "overrides": overrides,
+                BASELINE: bool(trial.user_attrs.get(BASELINE))}
 
     def beat(self) -> None:
-        """Renew the heartbeat of this launcher's running trials (see search.storage)."""
-        now = time.time()
-        if now - self._last_beat < HEARTBEAT_S:
-            return
-        self._last_beat = now
-        for trial_id, trial in self._ot_trials.items():
-            if trial_id not in self._completed_trials:
-                try:
-                    trial.set_user_attr(HEARTBEAT, now)
-                except UpdateFinishedTrialError:  # another launcher took it for dead
-                    logger.warning("trial %d was marked interrupted elsewhere", trial.number)
-                    self._completed_trials.add(trial_id)
+        """Renew the heartbeat of this launcher's running trials (see search.heartbeat)."""
+        for trial in self.heartbeat.beat(self.running()):
+            self.mark_finished(self._id_of(trial))
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         value = result.get(self.metric)
+        trial = self.live_trial(trial_id)
         # The last report repeats the best value; it is the trial's result, not a new step.
-        step = int(result.get("step", -1))
-        if ("outcome" not in result and finite(value) and step > self._last_step.get(trial_id, -1)
-                and trial_id not in self._completed_trials):
-            self._ot_trials[trial_id].report(float(value), step)
+        step = int(result.get(STEP, -1))
+        if (trial is not None and OUTCOME not in result and finite(value)
+                and step > self._last_step.get(trial_id, -1)):
+            trial.report(float(value), step)
             self._last_step[trial_id] = step
 
     def _retry_with_less_memory(self, trial: optuna.Trial) -> None:
@@ -121,50 +135,49 @@ class StudySearcher(OptunaSearch):
         overrides = space.objective.oom_retry(config)
         if overrides is None:
             return
-        self._ot_study.enqueue_trial(trial.params, user_attrs={
+        self.study.enqueue_trial(trial.params, user_attrs={
             "retry_of": trial.number, "overrides": overrides}, skip_if_exists=False)
-        waiting = self._ot_study.get_trials(deepcopy=False,
-                                            states=(optuna.trial.TrialState.WAITING,))
+        waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         trial.set_user_attr("retried_as", waiting[-1].number)
+
+    def _final_metrics(self, result: dict[str, Any]) -> dict[str, float]:
+        """The declared metrics and test-split figures of a trial's last report."""
+        declared = {m.name for m in self.search_space.objective.metrics}
+        return {key: float(value) for key, value in result.items()
+                if (key in declared or key.startswith(TEST_PREFIX)) and key != self.metric
+                and finite(value)}
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        trial = self.live_trial(trial_id)
+        if trial is None:
             return
-        trial = self._ot_trials[trial_id]
         if result and not error:
             # The result that made the scheduler stop the trial reaches only this method.
             self.on_trial_result(trial_id, result)
         ended = outcome(result, error, self.metric)
         if result and result.get("node_ip"):
             trial.set_user_attr("node_ip", result["node_ip"])  # Ray adds it to every result
+        if ended.state == TrialState.COMPLETE:
+            for key, value in self._final_metrics(result).items():
+                trial.set_user_attr(key, value)
         if ended.reason:
-            key = "fail_reason" if ended.state == optuna.trial.TrialState.FAIL else "prune_reason"
+            key = "fail_reason" if ended.state == TrialState.FAIL else "prune_reason"
             trial.set_user_attr(key, ended.reason)
         if ended.out_of_memory:
             self._retry_with_less_memory(trial)
         try:
-            self._ot_study.tell(trial, ended.value, state=ended.state)
+            self.study.tell(trial, ended.value, state=ended.state)
         except Exception as error:  # noqa: BLE001
             # Optuna stores the state in a `finally` after the sampler's after_trial, which
             # can raise outside Study.optimize: the grid sampler calls Study.stop when its grid
             # is done, and expects a grid id that enqueued trials lack. Only a state that was
             # not stored is an error.
-            stored = self._ot_study._storage.get_trial(trial._trial_id)
+            stored = self.study.get_trials(deepcopy=False)[trial.number]
             if stored.user_attrs.get("fail_reason") == INTERRUPTED:
                 logger.warning("trial %d was marked interrupted elsewhere", trial.number)
             elif stored.state != ended.state:
                 raise
             logger.debug("sampler post-processing of trial %d: %s", trial.number, error)
-        self._completed_trials.add(trial_id)
-
-
-class Heartbeat(Callback):
-    """Beats for the searcher's trials on every step of Ray's loop (a few times a second)."""
-
-    def __init__(self, searcher: StudySearcher) -> None:
-        self.searcher = searcher
-
-    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
-        self.searcher.beat()
+        self.mark_finished(trial_id)

@@ -23,8 +23,9 @@ from pydantic import (
     model_validator,
 )
 
-from objectives import Objective, get_objective
-from search.errors import SpaceError, closest, from_validation_error
+from objectives import DEFAULT_OBJECTIVE, Objective, get_objective
+from objectives.base import DataError
+from search.errors import InputError, closest, from_data, from_validation_error
 from search.storage import check_storage_url, is_study_name
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
@@ -41,8 +42,10 @@ class StudySection(Section):
         description="Optuna storage URL (sqlite:///..., postgresql://..., journal:PATH); "
         "defaults to SQLite in studies/<name>/optuna.db.",
     )
-    metric: str = Field("eval_loss", description="The reported metric the search optimises.")
-    direction: Literal["minimize", "maximize"] = "minimize"
+    metric: str | None = Field(None, description="The reported metric the search optimises "
+                               "(one the objective declares); default: its first.")
+    direction: Literal["minimize", "maximize"] | None = Field(
+        None, description="Default: the metric's own (lower loss, higher accuracy).")
     n_trials: int = Field(20, gt=0, description="Trials in the study when the search ends.")
     max_concurrent_trials: int = Field(1, gt=0, description="Trials run at the same time.")
     time_budget_s: float | None = Field(None, gt=0, description="Stop starting trials after this.")
@@ -154,7 +157,8 @@ def _fits(span: float, step: float) -> bool:
 class SpaceHead(Section):
     """The generic sections every space has; the objective's sections are validated apart."""
 
-    objective: str = Field("causal_lm_lora", description="Module in objectives/ that trains.")
+    objective: str = Field(DEFAULT_OBJECTIVE, description="The registered objective that "
+                           "trains (objectives/__init__.py).")
     study: StudySection = Field(default_factory=StudySection)
     sampler: SamplerSection = Field(default_factory=SamplerSection)
     scheduler: SchedulerSection = Field(default_factory=SchedulerSection)
@@ -211,23 +215,23 @@ def resolve_space_path(name_or_path: str) -> Path:
     if path.parent == Path(".") and not path.exists():
         path = SPACES_DIR / name_or_path
     if not path.is_file():
-        raise SpaceError(name_or_path, "", "no such space file")
+        raise InputError(name_or_path, "", "no such space file")
     return path
 
 
 def load_space(name_or_path: str) -> SearchSpace:
-    """Read, validate and cross-check a space file; raises SpaceError on any bad input."""
+    """Read, validate and cross-check a space file; raises InputError on any bad input."""
     path = resolve_space_path(name_or_path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else ""
-        raise SpaceError(path, where, f"invalid YAML: {getattr(error, 'problem', error)}") from None
+        raise InputError(path, where, f"invalid YAML: {getattr(error, 'problem', error)}") from None
     except UnicodeDecodeError:
-        raise SpaceError(path, "", "not UTF-8 text") from None
+        raise InputError(path, "", "not UTF-8 text") from None
     if not isinstance(raw, dict):
-        raise SpaceError(path, "", "a space file must be a YAML mapping of sections")
+        raise InputError(path, "", "a space file must be a YAML mapping of sections")
     head_keys = set(SpaceHead.model_fields)
     try:
         head = SpaceHead.model_validate({k: v for k, v in raw.items() if k in head_keys})
@@ -236,21 +240,46 @@ def load_space(name_or_path: str) -> SearchSpace:
     try:
         objective = get_objective(head.objective)
     except KeyError as error:
-        raise SpaceError(path, "objective", str(error.args[0])) from None
+        raise InputError(path, "objective", str(error.args[0])) from None
     config_model = objective.config_model
     body = {k: v for k, v in raw.items() if k not in head_keys}
     for key in body:
         if key not in config_model.model_fields:
             hint = closest(key, head_keys | set(config_model.model_fields))
-            raise SpaceError(path, key, f"unknown section{hint}")
+            raise InputError(path, key, f"unknown section{hint}")
     try:
-        defaults = config_model.model_validate(_resolve_paths(body, config_model, path.parent))
+        defaults = config_model.model_validate(
+            _resolve_paths(body, objective.path_fields, path.parent))
     except ValidationError as error:
         raise from_validation_error(path, error, fields_at=_keys_at(config_model)) from None
+    _check_metric(path, head, objective)
     space = SearchSpace(path, head, objective, defaults)
     _check_search(space)
-    objective.check_data(defaults)
+    try:
+        objective.check_data(defaults)
+    except DataError as error:
+        raise from_data(error, path) from None
     return space
+
+
+def _check_metric(path: Path, head: SpaceHead, objective: Objective) -> None:
+    """study.metric is one the objective reports; the direction defaults to the metric's, and
+    the opposite direction (searching for the worst model) is refused."""
+    study = head.study
+    names = [m.name for m in objective.metrics]
+    study.metric = study.metric or names[0]
+    metric = objective.metric(study.metric)
+    if metric is None:
+        raise InputError(path, "study.metric", f"unknown metric {study.metric!r}"
+                         f"{closest(study.metric, names)}; {objective.name} reports: "
+                         f"{', '.join(names)}")
+    if study.direction is None:
+        study.direction = metric.direction
+    elif study.direction != metric.direction:
+        raise InputError(path, "study.direction", f"{study.direction} would search for the "
+                         f"worst {metric.name}, which is better when "
+                         f"{'lower' if metric.direction == 'minimize' else 'higher'}; use "
+                         f"{metric.direction}")
 
 
 def _check_search(space: SearchSpace) -> None:
@@ -262,16 +291,16 @@ def _check_search(space: SearchSpace) -> None:
         field = f"search.{key}"
         if not _key_exists(type(space.defaults), key.split(".")):
             valid = _all_dotted_keys(type(space.defaults))
-            raise SpaceError(space.source, field, f"no such config key{closest(key, valid)}")
+            raise InputError(space.source, field, f"no such config key{closest(key, valid)}")
         for other in param.when or {}:
             if other not in seen:
-                raise SpaceError(space.source, f"{field}.when", f"'{other}' is not searched "
+                raise InputError(space.source, f"{field}.when", f"'{other}' is not searched "
                                  "before this parameter")
         seen.append(key)
         # The untuned baseline runs with the fixed value, which a categorical must offer.
         fixed = _get_dotted(fixed_values, key)
         if isinstance(param, CategoricalParam) and fixed not in (None, *param.choices):
-            raise SpaceError(space.source, f"{field}.choices", f"the untuned value {fixed!r} "
+            raise InputError(space.source, f"{field}.choices", f"the untuned value {fixed!r} "
                              "(the baseline trial's) is not a choice; add it, or fix the key "
                              "to one of the choices")
         values = param.choices if isinstance(param, CategoricalParam) else [param.low, param.high]
@@ -279,9 +308,9 @@ def _check_search(space: SearchSpace) -> None:
             try:
                 config = space.trial_config({key: value})
                 space.objective.check(config)
-            except (SpaceError, ValueError) as error:
-                problem = error.problem if isinstance(error, SpaceError) else str(error)
-                raise SpaceError(space.source, field, f"value {value!r}: {problem}") from None
+            except (InputError, DataError) as error:
+                raise InputError(space.source, field, f"value {value!r}: {error.problem}") \
+                    from None
 
 
 def is_active(param: _Param, chosen: dict[str, Any]) -> bool:
@@ -347,11 +376,11 @@ def _keys_at(model: type[BaseModel]):
     return keys
 
 
-def _resolve_paths(body: dict, model: type[BaseModel], base: Path) -> dict:
+def _resolve_paths(body: dict, path_fields: dict[str, list[str]], base: Path) -> dict:
     """A relative path found beside the space file means that file, wherever the launcher is
     run from; otherwise it stays as written (relative to the working folder, or a hub id)."""
     body = copy.deepcopy(body)
-    for section, keys in getattr(model, "path_fields", {}).items():
+    for section, keys in path_fields.items():
         for key in keys:
             value = body.get(section, {}).get(key) if isinstance(body.get(section), dict) else None
             if isinstance(value, str) and (base / value).exists():

@@ -1,38 +1,28 @@
-"""Where a study lives: its folder under studies/, its Optuna storage, and stale trials."""
+"""Where a study lives: its folder under studies/ and its Optuna storage; the one resolver
+from a study name or storage URL to the study, used by every command."""
 
 from __future__ import annotations
 
 import os
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from search.errors import SpaceError
+from objectives.base import FinishedTrial
+from search.errors import InputError, closest
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
-INTERRUPTED = "interrupted"
 # Study names become folder names: no path separators, no "..".
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
 JOURNAL_PREFIX = "journal:"
-
-
-# Ray's integration asks and tells trials outside Study.optimize, so Optuna's own heartbeat never
-# runs: the launcher writes the time into each of its RUNNING trials every HEARTBEAT_S (a user
-# attribute, so every storage has it), and a RUNNING trial silent for STALE_AFTER_S belongs to
-# a launcher that died. Other launchers' live trials are left alone.
-HEARTBEAT = "heartbeat"
-HEARTBEAT_S = 10
-STALE_AFTER_S = 60
 
 
 def is_study_name(name: str) -> bool:
@@ -55,6 +45,11 @@ class StudyPaths:
         return self.root / "optuna.db"
 
     @property
+    def storage_note(self) -> Path:
+        """Where a study kept elsewhere (journal, PostgreSQL) notes its URL, password masked."""
+        return self.root / "storage.url"
+
+    @property
     def trials(self) -> Path:
         return self.root / "trials"
 
@@ -72,6 +67,11 @@ class StudyPaths:
 
     def trial_dir(self, number: int) -> Path:
         return self.trials / f"{number:04d}"  # zero-padded so folders sort by number
+
+    def folder_of(self, trial: FrozenTrial) -> Path:
+        """A trial's folder as its launcher recorded it, else where it would be here."""
+        recorded = trial.user_attrs.get("trial_dir")
+        return Path(recorded) if isinstance(recorded, str) else self.trial_dir(trial.number)
 
 
 def default_url(paths: StudyPaths) -> str:
@@ -116,53 +116,99 @@ def mask(url: str) -> str:
         return url
 
 
-def is_stale(trial: FrozenTrial, now: float) -> bool:
-    """A RUNNING trial whose launcher stopped beating; one not yet beaten for is as old as
-    its start (its launcher writes the first beat just after asking for it)."""
-    started = trial.datetime_start.timestamp() if trial.datetime_start else 0
-    return now - trial.user_attrs.get(HEARTBEAT, started) > STALE_AFTER_S
-
-
-def fail_interrupted(storage: BaseStorage, study_name: str) -> list[int]:
-    """Trials left RUNNING by a launcher that died are marked FAIL; returns their numbers."""
-    study_id = storage.get_study_id_from_name(study_name)
-    now, numbers = time.time(), []
-    for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-        if not is_stale(trial, now):
-            continue
-        try:
-            storage.set_trial_user_attr(trial._trial_id, "fail_reason", INTERRUPTED)
-            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        except UpdateFinishedTrialError:
-            continue  # it just finished, or another launcher marked it first
-        numbers.append(trial.number)
-    return numbers
-
-
-def is_counted(trial: FrozenTrial) -> bool:
-    """Whether a finished trial counts toward the study's total: interrupted ones run again."""
-    return trial.state.is_finished() and trial.user_attrs.get("fail_reason") != INTERRUPTED
-
-
-def finished_count(study: optuna.Study) -> int:
-    return sum(map(is_counted, study.get_trials(deepcopy=False)))
-
-
 def resolve_target(target: str) -> tuple[str, str | None]:
     """A storage URL and study name for the launcher's STUDY_OR_STORAGE_URL argument.
 
     A URL (sqlite:///..., postgresql://..., journal:PATH) is used as is and names no study; a
-    bare name is the study in studies/<name>/optuna.db.
+    bare name is the study in studies/<name>/optuna.db, or in the storage its folder notes.
     """
     if "://" in target or target.startswith(JOURNAL_PREFIX):
         return target, None
     if not is_study_name(target):
-        raise SpaceError(target, "", "neither a storage URL (sqlite:///PATH, postgresql://..., "
+        raise InputError(target, "", "neither a storage URL (sqlite:///PATH, postgresql://..., "
                          "journal:PATH) nor a study name")
     paths = StudyPaths.for_study(target)
-    if not paths.db.is_file():
-        raise SpaceError(target, "", f"no study of that name: {paths.db} does not exist")
-    return default_url(paths), target
+    if paths.db.is_file():
+        return default_url(paths), target
+    if paths.storage_note.is_file():
+        url = paths.storage_note.read_text(encoding="utf-8").strip()
+        if "***" in url:
+            raise InputError(target, "", f"the study is in {url}; give that URL with its "
+                             "password instead of the name")
+        return url, target
+    raise InputError(target, "", f"no study of that name: {paths.db} does not exist")
+
+
+def note_storage(paths: StudyPaths, url: str) -> None:
+    """A study kept outside its folder can still be found by name (password masked)."""
+    if url != default_url(paths):
+        paths.storage_note.write_text(mask(url) + "\n", encoding="utf-8")
+
+
+def finished_trial(study: optuna.Study, trial: FrozenTrial, paths: StudyPaths) -> FinishedTrial:
+    """A trial as objectives see it (objectives.base.FinishedTrial)."""
+    return FinishedTrial(study_name=study.study_name, number=trial.number, value=trial.value,
+                         params=dict(trial.params), trial_dir=paths.folder_of(trial),
+                         metric=str(study.user_attrs.get("metric", "")),
+                         attrs=dict(trial.user_attrs))
+
+
+@dataclass
+class ResolvedStudy:
+    url: str
+    study: optuna.Study
+    paths: StudyPaths  # the study's folder: trials, report, export, comparison
+
+    @property
+    def objective_name(self) -> str | None:
+        """The objective that made the study (None for a study made elsewhere)."""
+        return self.study.user_attrs.get("objective")
+
+    def trial(self, number: int | None) -> FrozenTrial:
+        """A COMPLETE trial by number; None: the best one."""
+        trials = {t.number: t for t in self.study.get_trials(deepcopy=False)}
+        if number is None:
+            complete = [t for t in trials.values() if t.state == TrialState.COMPLETE]
+            if not complete:
+                raise InputError(self.study.study_name, "", "no trial completed, so there is "
+                                 "no best trial")
+            return self.study.best_trial
+        if number not in trials:
+            raise InputError("--trial", "", f"study '{self.study.study_name}' has no trial "
+                             f"{number}")
+        if trials[number].state != TrialState.COMPLETE:
+            raise InputError("--trial", "", f"trial {number} is {trials[number].state.name}, "
+                             "not COMPLETE")
+        return trials[number]
+
+    def finished(self, trial: FrozenTrial) -> FinishedTrial:
+        return finished_trial(self.study, trial, self.paths)
+
+
+def pick_study(storage: BaseStorage, study_name: str | None, url: str) -> str:
+    """The study named, or the storage's only one."""
+    names = sorted(s.study_name for s in storage.get_all_studies())
+    if study_name is None:
+        if len(names) == 1:
+            return names[0]
+        listing = ", ".join(names) if names else "none"
+        raise InputError(mask(url), "--study", f"the storage holds {len(names)} studies "
+                         f"({listing}); name one with --study")
+    if study_name not in names:
+        raise InputError(mask(url), "--study", f"no study named {study_name!r}"
+                         f"{closest(study_name, names)}; the storage holds: "
+                         f"{', '.join(names) or 'none'}")
+    return study_name
+
+
+def resolve_study(target: str, study_name: str | None = None) -> ResolvedStudy:
+    """The study that a command's STUDY_OR_STORAGE_URL (and --study) names; never creates
+    anything. Its folder is studies/<study name>, whatever the storage."""
+    url, name = resolve_target(target)
+    storage = open_existing(url)
+    name = pick_study(storage, study_name or name, url)
+    return ResolvedStudy(url, optuna.load_study(study_name=name, storage=storage),
+                         StudyPaths.for_study(name))
 
 
 def open_existing(url: str) -> BaseStorage:
@@ -170,17 +216,17 @@ def open_existing(url: str) -> BaseStorage:
     try:
         check_storage_url(url)
     except ValueError as error:
-        raise SpaceError(mask(url), "", str(error)) from None
+        raise InputError(mask(url), "", str(error)) from None
     if url.startswith(JOURNAL_PREFIX):
         path = Path(url[len(JOURNAL_PREFIX):]).expanduser()
         if not path.is_file():
-            raise SpaceError(url, "", f"journal file {path} does not exist")
+            raise InputError(url, "", f"journal file {path} does not exist")
     elif make_url(url).get_backend_name() == "sqlite":
         database = make_url(url).database
         if not database or database == ":memory:" or not Path(database).is_file():
-            raise SpaceError(mask(url), "", "no SQLite database file at that path")
+            raise InputError(mask(url), "", "no SQLite database file at that path")
     try:
         return open_storage(url)
     except SQLAlchemyError as error:
         problem = str(error).splitlines()[0]
-        raise SpaceError(mask(url), "", f"cannot open the storage: {problem}") from None
+        raise InputError(mask(url), "", f"cannot open the storage: {problem}") from None

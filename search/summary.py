@@ -29,6 +29,12 @@ def trial_score(trial: FrozenTrial, minimize: bool) -> float | None:
     return min(values) if minimize else max(values)
 
 
+def test_figures(trial: FrozenTrial) -> str:
+    """The test-split metrics a trial recorded, as 'test_accuracy 0.8750, ...'."""
+    return ", ".join(f"{key} {value:.4f}" for key, value in sorted(trial.user_attrs.items())
+                     if key.startswith("test_") and isinstance(value, (int, float)))
+
+
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
     try:
         return study.best_trial
@@ -65,7 +71,7 @@ def summary_lines(study: optuna.Study, space: SearchSpace, paths: StudyPaths,
     else:
         lines.append(f"best trial {best.number}: {metric} {best.value:.4f}")
         lines.extend(f"    {key} = {value}" for key, value in best.params.items())
-        lines.append(f"best adapter, tokenizer and config: {paths.best}")
+        lines.append(f"best trial's files and config: {paths.best}")
         baseline = baseline_trial(study)
         base_score = trial_score(baseline, minimize) if baseline else None
         if base_score is not None:
@@ -73,6 +79,12 @@ def summary_lines(study: optuna.Study, space: SearchSpace, paths: StudyPaths,
             change = (best.value - base_score) / abs(base_score) * 100 if base_score else 0.0
             lines.append(f"untuned default (trial {baseline.number}){how}: {metric} "
                          f"{base_score:.4f}; best is {change:+.1f}%")
+        if figures := test_figures(best):
+            lines.append(f"best trial {best.number} on the test split: {figures}")
+        if baseline is not None and baseline.number != best.number \
+                and (figures := test_figures(baseline)):
+            lines.append(f"untuned default (trial {baseline.number}) on the test split: "
+                         f"{figures}")
     target = study.study_name if storage_url == default_url(paths) else mask(storage_url)
     lines.append(f"report: {paths.root / 'report.html'}")
     lines.append(f"open the study: python launcher.py dashboard {target}")

@@ -9,7 +9,6 @@ import traceback
 from typing import Any
 
 import ray
-import torch
 import yaml
 from ray import tune
 
@@ -29,6 +28,12 @@ def error_summary(error: BaseException) -> str:
     return f"{type(error).__name__}: {first}"[:500]
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """torch.cuda.OutOfMemoryError (known by name: the search itself needs no torch), or the
+    host's MemoryError."""
+    return isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError"
+
+
 def run_trial(config: dict[str, Any], space: SearchSpace, paths: StudyPaths) -> None:
     """One trial: its folder holds the resolved config, its metrics, checkpoints and adapter.
 
@@ -42,9 +47,11 @@ def run_trial(config: dict[str, Any], space: SearchSpace, paths: StudyPaths) -> 
     (trial_dir / ERROR_FILE).unlink(missing_ok=True)  # a restarted trial starts clean
     (trial_dir / "worker.json").write_text(json.dumps(
         {"pid": os.getpid(), "node_ip": ray.util.get_node_ip_address()}), encoding="utf-8")
+    study = space.head.study
     context = TrialContext(
         number=number, trial_dir=trial_dir, prepared_dir=paths.prepared,
-        reporter=TuneReporter(), threads=max(1, math.floor(space.head.resources.cpu)),
+        reporter=TuneReporter(), metric=study.metric, direction=study.direction,
+        threads=max(1, math.floor(space.head.resources.cpu)),
     )
     try:
         trial_config = space.trial_config({**config["params"], **config.get("overrides", {})})
@@ -56,9 +63,4 @@ def run_trial(config: dict[str, Any], space: SearchSpace, paths: StudyPaths) -> 
         space.objective.run(trial_config, context)
     except Exception as error:
         (trial_dir / ERROR_FILE).write_text(traceback.format_exc(), encoding="utf-8")
-        last_step = context.history[-1].get("step", 0) if context.history else 0
-        context.report({
-            "step": last_step, space.head.study.metric: float("nan"), "outcome": "failed",
-            "reason": error_summary(error),
-            "out_of_memory": isinstance(error, torch.cuda.OutOfMemoryError),
-        })
+        context.fail(error_summary(error), out_of_memory=is_out_of_memory(error))

@@ -20,6 +20,13 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["FTSEARCH_CACHE"] = str(Path.home() / ".cache" / "ftsearch")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Everything under tests/e2e/ is slow: real Ray with real training, clusters, servers."""
+    for item in items:
+        if "e2e" in Path(str(item.fspath)).parts:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def studies_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test writes its studies to its own folder, never to the repository's."""
@@ -30,7 +37,7 @@ def studies_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
-    from objectives.tiny_llama import ensure_builtin
+    from objectives.causal_lm_lora.tiny_llama import ensure_builtin
 
     return ensure_builtin()
 

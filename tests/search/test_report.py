@@ -26,7 +26,7 @@ import pytest
 import ray
 
 import launcher
-from search.errors import SpaceError
+from search.errors import InputError
 from search.report import render, write_report
 from search.storage import resolve_target
 from tests.conftest import TINY_SPACE
@@ -361,18 +361,18 @@ def test_choosing_the_study(tmp_path):
     empty_study(url)
     failed_study(url)
     # Two studies and none named: the error lists them.
-    with pytest.raises(SpaceError, match="holds 2 studies \\(empty, failed\\); name one"):
+    with pytest.raises(InputError, match="holds 2 studies \\(empty, failed\\); name one"):
         write_report(url, None, tmp_path / "r.html")
-    with pytest.raises(SpaceError, match="no study named 'faild' \\(did you mean 'failed'"):
+    with pytest.raises(InputError, match="no study named 'faild' \\(did you mean 'failed'"):
         write_report(url, "faild", tmp_path / "r.html")
     assert not (tmp_path / "r.html").exists()
     assert write_report(url, "failed", tmp_path / "r.html").is_file()
     # A mistyped SQLite path is an error, not a new empty database.
     missing = tmp_path / "missing.db"
-    with pytest.raises(SpaceError, match="no SQLite database file"):
+    with pytest.raises(InputError, match="no SQLite database file"):
         write_report(f"sqlite:///{missing}", None, tmp_path / "r.html")
     assert not missing.exists()
-    with pytest.raises(SpaceError, match="unsupported storage URL") as error:
+    with pytest.raises(InputError, match="unsupported storage URL") as error:
         write_report("ftp://user:secret@host/x", None, tmp_path / "r.html")
     assert "secret" not in str(error.value)
 
@@ -385,12 +385,12 @@ def test_passwords_in_the_storage_url_are_masked():
 
 
 def test_a_bare_name_is_a_study_in_the_studies_folder(studies_dir):
-    with pytest.raises(SpaceError, match="no study of that name"):
+    with pytest.raises(InputError, match="no study of that name"):
         resolve_target("tiny")
     (studies_dir / "tiny").mkdir(parents=True)
     empty_study(f"sqlite:///{studies_dir / 'tiny' / 'optuna.db'}")
     assert resolve_target("tiny") == (f"sqlite:///{studies_dir / 'tiny' / 'optuna.db'}", "tiny")
     assert resolve_target("sqlite:///x.db") == ("sqlite:///x.db", None)
     assert resolve_target("journal:x.log") == ("journal:x.log", None)
-    with pytest.raises(SpaceError, match="neither a storage URL"):
+    with pytest.raises(InputError, match="neither a storage URL"):
         resolve_target("../tiny")

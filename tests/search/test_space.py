@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from search.errors import SpaceError
+from search.errors import InputError
 from search.space import SPACES_DIR, load_space, resolve_space_path
 
 SHIPPED = sorted(SPACES_DIR.glob("*.yaml"))
@@ -25,7 +25,7 @@ def test_bare_name_resolves_in_spaces_and_paths_are_taken_as_is(tmp_path: Path) 
     own = tmp_path / "lora.yaml"
     own.write_text("study: {n_trials: 3}\ntraining: {max_steps: 40}\n")
     assert resolve_space_path(str(own)) == own
-    with pytest.raises(SpaceError, match="no such space file"):
+    with pytest.raises(InputError, match="no such space file"):
         resolve_space_path("nope.yaml")
 
 

@@ -1,58 +1,21 @@
-"""Study storage: URLs, masking, and trials left running by a dead driver."""
+"""Study storage: URLs, masking, folders, and the one resolver of a study name or URL."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import optuna
 import pytest
-from optuna.trial import TrialState
 
+from search.errors import InputError
 from search.storage import (
-    HEARTBEAT,
-    INTERRUPTED,
-    STALE_AFTER_S,
     StudyPaths,
     check_storage_url,
-    fail_interrupted,
-    finished_count,
     mask,
+    note_storage,
     open_storage,
+    resolve_study,
 )
-
-
-@pytest.fixture(params=["sqlite", "journal"])
-def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'nested' / 'optuna.db'}"
-    return f"journal:{tmp_path / 'nested' / 'journal.log'}"
-
-
-def test_running_trials_become_interrupted_failures_and_do_not_count(storage_url: str) -> None:
-    storage = open_storage(storage_url)
-    study = optuna.create_study(storage=storage, study_name="s")
-    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
-    left_running = study.ask()
-    left_running.set_user_attr(HEARTBEAT, time.time() - STALE_AFTER_S - 1)
-    assert fail_interrupted(storage, "s") == [left_running.number]
-    trial = study.trials[left_running.number]
-    assert trial.state == TrialState.FAIL and trial.user_attrs["fail_reason"] == INTERRUPTED
-    # The two finished trials count; the interrupted one is made up for.
-    assert finished_count(study) == 2
-
-
-def test_only_trials_whose_launcher_stopped_beating_are_interrupted(storage_url: str) -> None:
-    storage = open_storage(storage_url)
-    study = optuna.create_study(storage=storage, study_name="s")
-    live, dead = study.ask(), study.ask()
-    study.ask()  # no heartbeat yet: its launcher writes one right after asking
-    live.set_user_attr(HEARTBEAT, time.time())  # another launcher is running it
-    dead.set_user_attr(HEARTBEAT, time.time() - STALE_AFTER_S - 1)
-    assert fail_interrupted(storage, "s") == [dead.number]
-    assert [t.state for t in study.trials] == [TrialState.RUNNING, TrialState.FAIL,
-                                               TrialState.RUNNING]
-    assert finished_count(study) == 0
 
 
 def test_passwords_are_masked_and_unknown_schemes_refused() -> None:
@@ -70,3 +33,26 @@ def test_trial_folders_are_zero_padded_under_the_study(monkeypatch, tmp_path: Pa
     paths = StudyPaths.for_study("lora")
     assert paths.db == tmp_path / "lora" / "optuna.db"
     assert paths.trial_dir(7) == tmp_path / "lora" / "trials" / "0007"
+
+
+def test_a_study_is_found_by_name_in_sqlite_or_in_the_storage_its_folder_notes(
+        studies_dir: Path, tmp_path: Path) -> None:
+    for name, url in (("lite", None), ("journaled", f"journal:{tmp_path / 'j.log'}")):
+        paths = StudyPaths.for_study(name)
+        url = url or f"sqlite:///{paths.db}"
+        paths.root.mkdir(parents=True)
+        optuna.create_study(storage=open_storage(url), study_name=name).optimize(
+            lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+        note_storage(paths, url)
+        resolved = resolve_study(name)
+        assert (resolved.url, resolved.study.study_name, resolved.paths) == (url, name, paths)
+        assert resolve_study(url).study.study_name == name  # by URL too
+    # A noted URL whose password was masked cannot be opened by name: one clear line.
+    paths = StudyPaths.for_study("remote")
+    paths.root.mkdir()
+    note_storage(paths, "postgresql://u:secret@127.0.0.1:1/db")
+    assert "secret" not in paths.storage_note.read_text()
+    with pytest.raises(InputError, match="give that URL with its password"):
+        resolve_study("remote")
+    with pytest.raises(InputError, match="no study of that name"):
+        resolve_study("nothing")

@@ -17,20 +17,23 @@ from typing import Any
 
 import torch
 
-from search.errors import SpaceError
+from objectives.base import LABELS, DataError
+from objectives.metrics import find_labels
 
 SPLITS = ("train", "validation", "test")
 IGNORE_INDEX = -100  # the label value transformers' loss skips
 
 
 def read_examples(path: Path) -> list[list[dict[str, str]]]:
-    """The dataset as conversations; raises SpaceError naming the file and line on bad data."""
+    """The dataset as conversations; raises InputError naming the file and line on bad data."""
+    if path.is_dir():
+        raise DataError("data.path", "is a folder; name the JSONL file in it", source=path)
     if not path.is_file():
-        raise SpaceError(path, "data.path", "dataset file not found")
+        raise DataError("data.path", "dataset file not found", source=path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows Notepad) is not data
     except UnicodeDecodeError:
-        raise SpaceError(path, "data.path", "dataset is not UTF-8 text") from None
+        raise DataError("data.path", "dataset is not UTF-8 text", source=path) from None
     conversations = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -38,17 +41,17 @@ def read_examples(path: Path) -> list[list[dict[str, str]]]:
         try:
             example = json.loads(line)
         except json.JSONDecodeError as error:
-            raise SpaceError(path, f"line {number}", f"invalid JSON: {error.msg}") from None
+            raise DataError(f"line {number}", f"invalid JSON: {error.msg}", source=path) from None
         conversations.append(_to_messages(example, path, number))
     if not conversations:
-        raise SpaceError(path, "data.path", "dataset is empty")
+        raise DataError("data.path", "dataset is empty", source=path)
     return conversations
 
 
 def _to_messages(example: Any, path: Path, number: int) -> list[dict[str, str]]:
     where = f"line {number}"
     if not isinstance(example, dict):
-        raise SpaceError(path, where, "each line must be a JSON object")
+        raise DataError(where, "each line must be a JSON object", source=path)
     if "messages" in example:
         messages = example["messages"]
         ok = isinstance(messages, list) and len(messages) >= 2 and all(
@@ -56,13 +59,13 @@ def _to_messages(example: Any, path: Path, number: int) -> list[dict[str, str]]:
             and isinstance(m.get("content"), str) for m in messages
         )
         if not ok or messages[-1]["role"] != "assistant":
-            raise SpaceError(path, f"{where}.messages", "must be a list of {role, content} "
-                             "objects ending with the assistant's answer")
+            raise DataError(f"{where}.messages", "must be a list of {role, content} objects "
+                            "ending with the assistant's answer", source=path)
         return messages
     for key in ("instruction", "output"):
         if not isinstance(example.get(key), str) or not example[key].strip():
-            raise SpaceError(path, f"{where}.{key}", "missing or not a non-empty string "
-                             "(each line needs instruction and output, or messages)")
+            raise DataError(f"{where}.{key}", "missing or not a non-empty string (each line "
+                            "needs instruction and output, or messages)", source=path)
     prompt = example["instruction"]
     if example.get("input"):
         prompt = f"{prompt}\n\n{example['input']}"
@@ -83,8 +86,8 @@ def split_examples(
     n_val = round(len(unique) * validation_fraction)
     n_test = round(len(unique) * test_fraction)
     if n_val < 1 or n_test < 1 or len(unique) - n_val - n_test < 1:
-        raise SpaceError(source, "data.path", f"{len(unique)} distinct examples are too few to "
-                         "split into train, validation and test")
+        raise DataError("data.path", f"{len(unique)} distinct examples are too few to split "
+                        "into train, validation and test", source=source)
     return {
         "validation": unique[:n_val],
         "test": unique[n_val:n_val + n_test],
@@ -117,10 +120,18 @@ def cache_key(data_path: Path, tokenizer_dir: Path, settings: dict[str, Any]) ->
 
 
 def prepare(
-    data_path: Path, tokenizer, tokenizer_dir: Path, settings: dict[str, Any], root: Path
+    data_path: Path, tokenizer, tokenizer_dir: Path, settings: dict[str, Any], root: Path,
+    labels: list[str] | None = None,
 ) -> Path:
-    """Tokenise every split once into ``root/<key>/``; return that folder."""
-    out = root / cache_key(data_path, tokenizer_dir, settings)
+    """Tokenise every split once into ``root/<key>/``; return that folder.
+
+    Beside each split's token ids: the prompt and reference answer of every validation and
+    test example (``<split>.texts.json``, for evaluation by generation) and the closed answer
+    set (``labels.json``: ``labels`` when given, else found from the training answers, else
+    null for free text).
+    """
+    out = root / cache_key(data_path, tokenizer_dir, {**settings, "labels": labels,
+                                                      "layout": 2})
     if (out / "train.pt").is_file():
         return out
     splits = split_examples(
@@ -128,13 +139,33 @@ def prepare(
         settings["seed"], data_path,
     )
     out.mkdir(parents=True, exist_ok=True)
+    found = labels or find_labels([c[-1]["content"] for c in splits["train"]])
+    _write_atomic(out / LABELS, lambda tmp: tmp.write_text(json.dumps(found), encoding="utf-8"))
+    for name in ("validation", "test"):
+        texts = [{"prompt": c[-2]["content"], "reference": c[-1]["content"]}
+                 for c in splits[name]]
+        _write_atomic(out / f"{name}.texts.json", lambda tmp, t=texts: tmp.write_text(
+            json.dumps(t, ensure_ascii=False), encoding="utf-8"))
     for name in ("validation", "test", "train"):  # train last: its file marks a full cache
         rows = [tokenize(m, tokenizer, settings["max_length"]) for m in splits[name]]
-        tmp = out / f"{name}.pt.{uuid.uuid4().hex}"  # launchers sharing a study may race
-        torch.save(rows, tmp)
-        tmp.replace(out / f"{name}.pt")  # atomic: a reader never sees half a file
+        _write_atomic(out / f"{name}.pt", lambda tmp, r=rows: torch.save(r, tmp))
     return out
+
+
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}")  # launchers sharing a study race
+    write(tmp)
+    tmp.replace(path)  # atomic: a reader never sees half a file
 
 
 def load_split(prepared: Path, name: str) -> list[dict[str, list[int]]]:
     return torch.load(prepared / f"{name}.pt")
+
+
+def load_texts(prepared: Path, name: str) -> list[dict[str, str]]:
+    """Prompt and reference answer of each example of a split, in the split's order."""
+    return json.loads((prepared / f"{name}.texts.json").read_text(encoding="utf-8"))
+
+
+def load_labels(prepared: Path) -> list[str] | None:
+    return json.loads((prepared / LABELS).read_text(encoding="utf-8"))

@@ -13,7 +13,7 @@ import ray
 from optuna.trial import TrialState
 
 import launcher
-from search.storage import HEARTBEAT, STALE_AFTER_S
+from search.heartbeat import HEARTBEAT, STALE_AFTER_S
 from tests.conftest import DATA, REPO, TINY_SPACE, load
 
 BAD_SPACES = sorted((DATA / "bad_spaces").glob("*.yaml"))

@@ -12,23 +12,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from objectives.base import Reporter, TrialContext
-from objectives.causal_lm_lora import (
-    _BASE_MODELS,
-    CausalLMConfig,
-    CausalLMLoRA,
-    device_map,
-    model_config,
-    precision_flags,
-)
-
-
-class Recorder(Reporter):
-    def __init__(self) -> None:
-        self.results: list[dict] = []
-
-    def report(self, metrics: dict) -> None:
-        self.results.append(metrics)
+from objectives.base import TrialContext
+from objectives.causal_lm_lora import CausalLMConfig, CausalLMLoRA
+from objectives.causal_lm_lora.config import model_config
+from objectives.causal_lm_lora.recipe import _BASE_MODELS, device_map, precision_flags
+from tests.fakes import Recorder
 
 
 def tiny_config(**training) -> CausalLMConfig:

@@ -23,17 +23,15 @@ from typing import Any
 
 import gguf
 import numpy as np
-import optuna
 import torch
 import yaml
 from gguf import GGMLQuantizationType, LlamaFileType
-from optuna.trial import FrozenTrial, TrialState
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from objectives import sft_data
-from objectives.causal_lm_lora import CausalLMConfig, model_config, model_path
-from search.errors import SpaceError
+from objectives.base import DataError, FinishedTrial
+from objectives.causal_lm_lora import data
+from objectives.causal_lm_lora.config import CausalLMConfig, model_config, model_path
 
 SUPPORTED_ARCHITECTURES = ("llama",)
 # name -> (type of 2-D tensors, file type recorded in the header)
@@ -71,30 +69,27 @@ OLLAMA_PARAMETERS = frozenset({
 
 
 def export_trial(
-    study_dir: Path,
-    trial_number: int | None = None,
+    trial: FinishedTrial,
     out_dir: Path | None = None,
     quantize: str = "f16",
     parameters: dict[str, float | int | str] | None = None,
 ) -> dict[str, Any]:
-    """Export one trial (default: the study's best COMPLETE one); returns export.json's content.
+    """Export one finished trial (default folder: studies/<name>/export); returns
+    export.json's content.
 
-    Raises SpaceError for input that cannot be exported (before writing anything) and
+    Raises DataError for input that cannot be exported (before writing anything) and
     RuntimeError when a round-trip check fails (export.json then records the failing figures).
     """
-    study_dir = Path(study_dir).resolve()
     if quantize not in QUANTIZATIONS:
-        raise SpaceError("--quantize", "", f"unknown quantization {quantize!r}; "
-                         f"choose {' or '.join(QUANTIZATIONS)}")
+        raise DataError("", f"unknown quantization {quantize!r}; choose "
+                        f"{' or '.join(QUANTIZATIONS)}", source="--quantize")
     sampling = _sampling_parameters(parameters)
-    study = _open_study(study_dir)
-    trial = _pick_trial(study, trial_number)
-    trial_dir = Path(trial.user_attrs.get("trial_dir")
-                     or study_dir / "trials" / f"{trial.number:04d}")
+    trial_dir = trial.trial_dir
+    study_dir = trial_dir.parent.parent
     adapter_dir = trial_dir / "adapter"
     if not (adapter_dir / "adapter_config.json").is_file():
-        raise SpaceError(trial_dir, "adapter", f"trial {trial.number} has no saved adapter "
-                         "(it did not finish, or its folder was removed)")
+        raise DataError("adapter", f"trial {trial.number} has no saved adapter (it did not "
+                        "finish, or its folder was removed)", source=trial_dir)
     config = _trial_config(trial_dir)
     base_path = model_path(config)
     hf_config = model_config(config, base_path)
@@ -105,11 +100,11 @@ def export_trial(
     prompts = [tokenizer.apply_chat_template(c[:-1], tokenize=False, add_generation_prompt=True)
                for c in conversations[:PROMPTS]]
     prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    examples = [sft_data.tokenize(c, tokenizer, config.data.max_length)
+    examples = [data.tokenize(c, tokenizer, config.data.max_length)
                 for c in conversations[:LOSS_EXAMPLES]]
 
     out = Path(out_dir).resolve() if out_dir else study_dir / "export"
-    name = _model_name(study_dir.name, trial.number)
+    name = _model_name(trial.study_name, trial.number)
     gguf_name = f"{name}-{quantize}.gguf"
     _clear_earlier_export(out)
     out.mkdir(parents=True)
@@ -148,11 +143,11 @@ def export_trial(
 
     files = sorted(p for p in out.rglob("*") if p.is_file())
     result = {
-        "study": study_dir.name,
+        "study": trial.study_name,
         "trial": trial.number,
         "params": trial.params,
         "value": trial.value,
-        "metric": study.user_attrs.get("metric"),
+        "metric": trial.metric,
         "base_model": base_path,
         "quantize": quantize,
         "gguf": gguf_name,
@@ -199,38 +194,14 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _open_study(study_dir: Path) -> optuna.Study:
-    db = study_dir / "optuna.db"
-    if not db.is_file():
-        raise SpaceError(study_dir, "", "no study here (optuna.db not found)")
-    storage = f"sqlite:///{db}"
-    names = optuna.get_all_study_names(storage)
-    name = study_dir.name if study_dir.name in names else (names[0] if len(names) == 1 else None)
-    if name is None:
-        raise SpaceError(db, "", f"holds no study named {study_dir.name!r}")
-    return optuna.load_study(study_name=name, storage=storage)
-
-
-def _pick_trial(study: optuna.Study, trial_number: int | None) -> FrozenTrial:
-    if trial_number is None:
-        try:
-            return study.best_trial
-        except ValueError:
-            raise SpaceError(study.study_name, "", "no trial completed, so there is no best "
-                             "trial to export") from None
-    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    if trial_number not in trials:
-        raise SpaceError("--trial", "", f"study '{study.study_name}' has no trial {trial_number}")
-    if trials[trial_number].state != TrialState.COMPLETE:
-        raise SpaceError("--trial", "", f"trial {trial_number} is "
-                         f"{trials[trial_number].state.name}, not COMPLETE")
-    return trials[trial_number]
+def _bad(source: str | Path, field: str, problem: str) -> DataError:
+    return DataError(field, problem, source=source)
 
 
 def _trial_config(trial_dir: Path) -> CausalLMConfig:
     path = trial_dir / "config.yaml"
     if not path.is_file():
-        raise SpaceError(trial_dir, "config.yaml", "the trial's resolved config is missing")
+        raise _bad(trial_dir, "config.yaml", "the trial's resolved config is missing")
     resolved = yaml.safe_load(path.read_text(encoding="utf-8"))
     sections = {k: v for k, v in resolved.items() if k in CausalLMConfig.model_fields}
     return CausalLMConfig.model_validate(sections)
@@ -240,7 +211,7 @@ def _check_supported(config, base_path: str) -> None:
     """Only what this writer lays out as llama.cpp expects; refused before any file is written."""
     arch = config.model_type
     if arch not in SUPPORTED_ARCHITECTURES:
-        raise SpaceError(base_path, "model_type", f"architecture {arch!r} cannot be exported "
+        raise _bad(base_path, "model_type", f"architecture {arch!r} cannot be exported "
                          f"to GGUF; supported: {', '.join(SUPPORTED_ARCHITECTURES)}")
     rope = (getattr(config, "rope_parameters", None) or {}).get("rope_type", "default")
     extras = [f"rope_type {rope}"] if rope != "default" else []
@@ -248,7 +219,7 @@ def _check_supported(config, base_path: str) -> None:
     if config.hidden_act != "silu":
         extras.append(f"hidden_act {config.hidden_act}")
     if extras:
-        raise SpaceError(base_path, "config", f"llama variant with {', '.join(extras)} cannot "
+        raise _bad(base_path, "config", f"llama variant with {', '.join(extras)} cannot "
                          "be exported; supported: plain llama (silu, no biases, default rope)")
 
 
@@ -259,7 +230,7 @@ def _check_chat_format(tokenizer, source: Path) -> None:
                                              add_generation_prompt=True) \
         if tokenizer.chat_template else None
     if rendered != expected:
-        raise SpaceError(source, "chat_template", "the tokenizer's chat template is not the "
+        raise _bad(source, "chat_template", "the tokenizer's chat template is not the "
                          "'<|role|>\\ncontent<|end|>\\n' format the Ollama template renders")
 
 
@@ -267,10 +238,10 @@ def _sampling_parameters(parameters: dict[str, Any] | None) -> dict[str, Any]:
     merged = {**DEFAULT_PARAMETERS, **(parameters or {})}
     for key, value in merged.items():
         if key not in OLLAMA_PARAMETERS:
-            raise SpaceError("parameters", key, "not an Ollama PARAMETER; known: "
+            raise _bad("parameters", key, "not an Ollama PARAMETER; known: "
                              f"{', '.join(sorted(OLLAMA_PARAMETERS))}")
         if not isinstance(value, (int, float, str)) or (isinstance(value, str) and '"' in value):
-            raise SpaceError("parameters", key, f"value {value!r} must be a number or a string "
+            raise _bad("parameters", key, f"value {value!r} must be a number or a string "
                              "without double quotes")
     return merged
 
@@ -289,16 +260,16 @@ def _clear_earlier_export(out: Path) -> None:
                          or (out / "export.json").is_file()):
         shutil.rmtree(out)
         return
-    raise SpaceError("--out", "", f"{out} exists and is not an earlier export; "
+    raise _bad("--out", "", f"{out} exists and is not an earlier export; "
                      "choose an empty or new folder")
 
 
 def _held_out(config: CausalLMConfig) -> list[list[dict[str, str]]]:
     """The trial's test split: conversations neither training nor model selection saw."""
-    data = config.data
-    splits = sft_data.split_examples(sft_data.read_examples(Path(data.path)),
-                                     data.validation_fraction, data.test_fraction, data.seed,
-                                     Path(data.path))
+    section = config.data
+    splits = data.split_examples(data.read_examples(Path(section.path)),
+                                 section.validation_fraction, section.test_fraction,
+                                 section.seed, Path(section.path))
     return splits["test"]
 
 
@@ -390,7 +361,7 @@ def _mean_loss(model, examples: list[dict[str, list[int]]]) -> float:
     for example in examples:
         logits = model(torch.tensor([example["input_ids"]])).logits[0, :-1].float()
         labels = torch.tensor(example["labels"][1:])
-        keep = labels != sft_data.IGNORE_INDEX
+        keep = labels != data.IGNORE_INDEX
         total += float(torch.nn.functional.cross_entropy(logits[keep], labels[keep],
                                                          reduction="sum"))
         count += int(keep.sum())
@@ -415,7 +386,7 @@ def _gguf_tensors(model) -> list[tuple[str, np.ndarray]]:
             continue  # llama.cpp falls back to token_embd when output is absent
         name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if name is None:
-            raise SpaceError(config.name_or_path or "model", hf_name,
+            raise _bad(config.name_or_path or "model", hf_name,
                              "tensor has no llama.cpp name; the model is not plain llama")
         data = tensor.detach().float().numpy()
         if ".attn_q." in name:
@@ -471,9 +442,9 @@ def _write_gguf(model, tokenizer, path: Path, quantize: str, name: str) -> None:
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     _add_tokenizer(writer, tokenizer, config.vocab_size)
 
-    for tensor_name, data in _gguf_tensors(model):
-        stored = _storage_type(data.shape, quantize)
-        writer.add_tensor(tensor_name, gguf.quants.quantize(data, stored), raw_dtype=stored)
+    for tensor_name, weights in _gguf_tensors(model):
+        stored = _storage_type(weights.shape, quantize)
+        writer.add_tensor(tensor_name, gguf.quants.quantize(weights, stored), raw_dtype=stored)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -486,7 +457,7 @@ def _add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:
     pre = spec.get("pre_tokenizer") or {}
     if spec["model"]["type"] != "BPE" or pre.get("type") != "ByteLevel" \
             or not pre.get("use_regex", True) or pre.get("add_prefix_space"):
-        raise SpaceError("tokenizer", "pre_tokenizer", "only byte-level BPE tokenizers with "
+        raise _bad("tokenizer", "pre_tokenizer", "only byte-level BPE tokenizers with "
                          "the GPT-2 split can be exported to GGUF")
     by_id = {index: token for token, index in tokenizer.get_vocab().items()}
     added = tokenizer.added_tokens_decoder
@@ -592,7 +563,7 @@ def _llama_cpp_check(path: Path, tokenizer, prompt_ids: list[list[int]], merged_
 
 
 def _modelfile(source: str, adapter: str | None, tokenizer, sampling: dict[str, Any],
-               context: int, trial: FrozenTrial) -> str:
+               context: int, trial: FinishedTrial) -> str:
     lines = [f"# Trial {trial.number} (value {trial.value:.4f}), exported by ftsearch.",
              f"FROM {source}"]
     if adapter:

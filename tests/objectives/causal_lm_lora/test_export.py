@@ -16,10 +16,12 @@ from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 from transformers import AutoTokenizer, GPT2Config
 
-from objectives.base import Reporter, TrialContext
+from objectives.base import DataError, TrialContext
 from objectives.causal_lm_lora import CausalLMConfig, CausalLMLoRA
-from search.errors import SpaceError
-from search.export import LOGIT_TOLERANCE, export_trial
+from objectives.causal_lm_lora.export import LOGIT_TOLERANCE
+from search.errors import InputError
+from search.storage import ResolvedStudy, StudyPaths, resolve_study
+from tests.fakes import Recorder
 
 # Ollama's Modelfile instructions and template variables (docs/modelfile.md, docs/template.md).
 INSTRUCTIONS = {"FROM", "PARAMETER", "TEMPLATE", "SYSTEM", "ADAPTER", "LICENSE", "MESSAGE",
@@ -30,12 +32,16 @@ TEMPLATE_VARIABLES = {"System", "Prompt", "Response", "Suffix", "Messages", "Rol
 PARAMETERS = {"temperature": 0.7, "seed": 7}
 
 
-class Recorder(Reporter):
-    def __init__(self) -> None:
-        self.results: list[dict] = []
-
-    def report(self, metrics: dict) -> None:
-        self.results.append(metrics)
+def export_trial(study_dir: Path, trial: int | None = None, out: Path | None = None,
+                 quantize: str = "f16", parameters: dict | None = None) -> dict:
+    """What `launcher.py export` does for the study in study_dir/optuna.db; returns
+    export.json's content."""
+    found = resolve_study(f"sqlite:///{study_dir / 'optuna.db'}")
+    resolved = ResolvedStudy(found.url, found.study, StudyPaths(study_dir))
+    out = out or study_dir / "export"
+    CausalLMLoRA().export(resolved.finished(resolved.trial(trial)), out,
+                          {"quantize": quantize, "parameters": parameters})
+    return json.loads((out / "export.json").read_text())
 
 
 def make_study(root: Path, *trials: tuple[TrialState, Path]) -> Path:
@@ -225,7 +231,7 @@ def test_unsupported_architecture_is_refused_before_writing(study: Path, tmp_pat
     config["model"] = {"name_or_path": str(base), "config_overrides": {}}
     (trial_dir / "config.yaml").write_text(yaml.safe_dump(config))
     root = make_study(tmp_path / "other", (TrialState.COMPLETE, trial_dir))
-    with pytest.raises(SpaceError, match=r"architecture 'gpt2' .* supported: llama"):
+    with pytest.raises(DataError, match=r"architecture 'gpt2' .* supported: llama"):
         export_trial(root, None, None)
     assert not (root / "export").exists()
 
@@ -234,23 +240,24 @@ def test_trials_without_an_adapter_cannot_be_exported(tmp_path: Path) -> None:
     empty = tmp_path / "trial-without-adapter"
     empty.mkdir()
     no_adapter = make_study(tmp_path / "a", (TrialState.COMPLETE, empty))
-    with pytest.raises(SpaceError, match="has no saved adapter"):
+    with pytest.raises(DataError, match="has no saved adapter"):
         export_trial(no_adapter, None, None)
     unfinished = make_study(tmp_path / "b", (TrialState.FAIL, empty), (TrialState.PRUNED, empty))
-    with pytest.raises(SpaceError, match="no trial completed"):
+    with pytest.raises(InputError, match="no trial completed"):
         export_trial(unfinished, None, None)
-    with pytest.raises(SpaceError, match="trial 1 is PRUNED, not COMPLETE"):
+    with pytest.raises(InputError, match="trial 1 is PRUNED, not COMPLETE"):
         export_trial(unfinished, 1, None)
-    with pytest.raises(SpaceError, match="optuna.db not found"):
+    with pytest.raises(InputError, match="no SQLite database file at that path"):
         export_trial(tmp_path / "missing", None, None)
     assert not (tmp_path / "a" / "export").exists()
 
 
-def test_bad_options_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(SpaceError, match="unknown quantization 'q4_k'"):
-        export_trial(tmp_path, None, None, "q4_k")
-    with pytest.raises(SpaceError, match="parameters: temprature: not an Ollama PARAMETER"):
-        export_trial(tmp_path, None, None, parameters={"temprature": 1.0})
+def test_bad_options_are_refused(study: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="unknown quantization 'q4_k'"):
+        export_trial(study, None, tmp_path / "x", "q4_k")
+    with pytest.raises(DataError, match="parameters: temprature: not an Ollama PARAMETER"):
+        export_trial(study, None, tmp_path / "x", parameters={"temprature": 1.0})
+    assert not (tmp_path / "x").exists()
 
 
 def test_launcher_export_command(study: Path, tmp_path: Path, monkeypatch, capsys) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from objectives import sft_data
-from objectives.causal_lm_lora import DEFAULT_DATA
-from search.errors import SpaceError
+from objectives.base import DataError
+from objectives.causal_lm_lora import data as sft_data
+from objectives.causal_lm_lora.config import DEFAULT_DATA
 
 
 def test_split_is_deterministic_disjoint_and_complete() -> None:
@@ -70,5 +70,5 @@ def test_prepared_data_is_cached_by_content(tiny_model: Path, tmp_path: Path) ->
 def test_bad_lines_name_the_line(tmp_path: Path) -> None:
     data = tmp_path / "bad.jsonl"
     data.write_text('{"instruction": "a", "output": "b"}\n["not", "an", "object"]\n')
-    with pytest.raises(SpaceError, match="line 2: each line must be a JSON object"):
+    with pytest.raises(DataError, match="line 2: each line must be a JSON object"):
         sft_data.read_examples(data)

@@ -28,7 +28,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search.cluster import check_cluster_storage, entrypoint, job_space_argument, jobs, submit
-from search.errors import SpaceError
+from search.errors import InputError
 from tests.conftest import REPO, TINY_SPACE
 
 # Debian installs each major version under /usr/lib/postgresql/<version>/bin; the newest wins.
@@ -187,12 +187,12 @@ def ray_cluster(studies_dir: Path) -> Iterator[Cluster]:
 NODES = """
 import json, sys, ray
 from search.cluster import check_cluster_storage, is_multi_node
-from search.errors import SpaceError
+from search.errors import InputError
 ray.init(address=sys.argv[1], log_to_driver=False)
 try:
     check_cluster_storage("sqlite:////tmp/x/optuna.db", is_multi_node())
     refusal = None
-except SpaceError as error:
+except InputError as error:
     refusal = str(error)
 nodes = sorted(node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"])
 print(json.dumps({"nodes": nodes, "multi": is_multi_node(), "refusal": refusal}))
@@ -202,7 +202,7 @@ SUBMIT_AND_WAIT = """
 import contextlib, io, json, sys, time
 from ray.job_submission import JobSubmissionClient
 from search.cluster import jobs, submit
-from search.errors import SpaceError
+from search.errors import InputError
 address, space, study, timeout, studies_dir = sys.argv[1:]
 job_id = submit(space, address, study, [], studies_dir)
 client = JobSubmissionClient(address)
@@ -217,7 +217,7 @@ with contextlib.redirect_stdout(printed):
     jobs("status", address, job_id)
 try:
     jobs("logs", address, "raysubmit_nosuchjob")
-except SpaceError as error:
+except InputError as error:
     printed.write(str(error))
 print(json.dumps({"id": job_id, "status": str(client.get_job_status(job_id)),
                   "logs": client.get_job_logs(job_id), "printed": printed.getvalue()}))
@@ -263,13 +263,13 @@ def test_search_submitted_to_a_two_node_cluster_runs_trials_on_both_nodes(
 
 def test_a_submission_is_checked_here_before_it_reaches_a_cluster(tmp_path: Path) -> None:
     # Nothing listens on port 1: each of these fails before asking the cluster anything.
-    with pytest.raises(SpaceError, match="no such space file"):
+    with pytest.raises(InputError, match="no such space file"):
         submit(str(tmp_path / "nope.yaml"), "http://127.0.0.1:1", None, [])
-    with pytest.raises(SpaceError, match="needs a JOB_ID"):
+    with pytest.raises(InputError, match="needs a JOB_ID"):
         jobs("logs", "http://127.0.0.1:1", None)
-    with pytest.raises(SpaceError, match="unknown action 'tail'"):
+    with pytest.raises(InputError, match="unknown action 'tail'"):
         jobs("tail", "http://127.0.0.1:1", "raysubmit_x")
-    with pytest.raises(SpaceError, match="no Ray Jobs API answers at http://127.0.0.1:1"):
+    with pytest.raises(InputError, match="no Ray Jobs API answers at http://127.0.0.1:1"):
         jobs("list", "http://127.0.0.1:1", None)
     # The job runs in Ray's copy of the project: spaces in it are named relative to it.
     assert job_space_argument("lora.yaml") == "spaces/lora.yaml"
@@ -282,7 +282,7 @@ def test_a_submission_is_checked_here_before_it_reaches_a_cluster(tmp_path: Path
 
 
 def test_sqlite_is_refused_on_a_multi_node_cluster_only() -> None:
-    with pytest.raises(SpaceError, match="SQLite, which loses updates on a shared filesystem"):
+    with pytest.raises(InputError, match="SQLite, which loses updates on a shared filesystem"):
         check_cluster_storage("sqlite:////shared/studies/x/optuna.db", multi_node=True)
     check_cluster_storage("sqlite:////shared/studies/x/optuna.db", multi_node=False)
     for url in ("postgresql://u:secret@db/x", "mysql+pymysql://u@db/x", "journal:/shared/x.log"):

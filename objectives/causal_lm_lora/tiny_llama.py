@@ -26,8 +26,9 @@ from transformers import (
     set_seed,
 )
 
-BUILTIN = "builtin:tiny-llama"
-CORPUS = Path(__file__).resolve().parent.parent / "data" / "finance_news.txt"
+from objectives.causal_lm_lora.config import BUILTIN  # noqa: F401 - the name spaces use
+
+CORPUS = Path(__file__).resolve().parents[2] / "data" / "finance_news.txt"
 
 SPECIAL_TOKENS = ["<|pad|>", "<|begin|>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"]
 # One turn: "<|role|>\ncontent<|end|>\n"; <|end|> is also EOS, so generation stops after a turn.

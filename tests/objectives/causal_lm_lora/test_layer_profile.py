@@ -13,7 +13,7 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 from transformers import AutoModelForCausalLM
 
-from objectives.layer_profile import MB, PeakStack, layer_modules, profile_layers
+from objectives.causal_lm_lora.layer_profile import MB, PeakStack, layer_modules, profile_layers
 
 LAYERS = ["model.layers.0", "model.layers.0.self_attn", "model.layers.0.mlp",
           "model.layers.1", "model.layers.1.self_attn", "model.layers.1.mlp"]

@@ -1,0 +1,63 @@
+"""Evaluation by generation: greedy answers to a split's prompts, scored as the task asks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from objectives import metrics
+from objectives.causal_lm_lora.data import IGNORE_INDEX
+
+# What every evaluation by generation reports, named without its split prefix.
+ANSWER_METRICS = ("accuracy", "macro_f1", "bleu", "rougeL")
+
+
+def prompt_ids(row: dict[str, list[int]]) -> list[int]:
+    """The prompt of a tokenised example: the tokens before its answer (label IGNORE_INDEX)."""
+    answer_starts = next((i for i, label in enumerate(row["labels"]) if label != IGNORE_INDEX),
+                         len(row["labels"]))
+    return row["input_ids"][:answer_starts]
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int,
+             batch_size: int) -> list[str]:
+    """Greedy answers, batched with left padding, each cut at the end-of-turn token."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    stop = tokenizer.eos_token_id
+    answers = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            batch = prompts[start:start + batch_size]
+            width = max(len(ids) for ids in batch)
+            ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch], device=device)
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch],
+                                device=device)
+            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
+                                 max_new_tokens=max_new_tokens, eos_token_id=stop,
+                                 pad_token_id=pad)
+            for tokens in out[:, width:].tolist():
+                if stop in tokens:
+                    tokens = tokens[:tokens.index(stop)]
+                answers.append(tokenizer.decode(tokens, skip_special_tokens=True).strip())
+    finally:
+        model.train(was_training)
+    return answers
+
+
+def score(name: str, rows: list[dict[str, str]], labels: list[str] | None) -> float:
+    """One of ANSWER_METRICS over prediction rows. Without a closed label set, macro-F1 is
+    over the distinct reference answers."""
+    references = [r["reference"] for r in rows]
+    predictions = [r["prediction"] for r in rows]
+    if name == "macro_f1" and labels is None:
+        labels = sorted({metrics.normalize(r) for r in references})
+    return metrics.score(name, references, predictions, labels)
+
+
+def answer_metrics(rows: list[dict[str, str]], labels: list[str] | None) -> dict[str, float]:
+    return {name: score(name, rows, labels) for name in ANSWER_METRICS}

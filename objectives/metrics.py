@@ -1,0 +1,122 @@
+"""Task metrics on generated answers: exact match and macro-F1 for labels, BLEU and ROUGE-L else.
+
+Labels are compared after ``normalize``; free text is scored by sacrebleu and rouge-score with
+tokenizers that split Chinese into characters, so a Chinese answer is not scored as one word.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import sacrebleu
+from rouge_score.rouge_scorer import RougeScorer
+from sklearn.metrics import accuracy_score, f1_score
+
+# Han ideographs (extension A, the unified block, compatibility ideographs, extensions B and on)
+# and Japanese kana: scripts written without spaces, so each character is a token.
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
+_HAS_CJK = re.compile(f"[{_CJK}]")
+# One CJK character, or a run of other letters and digits; punctuation and "_" fall out.
+_TOKEN = re.compile(f"[{_CJK}]|[^\\W_{_CJK}]+")
+
+METRICS = ("accuracy", "macro_f1", "bleu", "rougeL")
+
+
+def normalize(text: str) -> str:
+    """The form answers are compared in: surrounding spaces stripped, case folded."""
+    return text.strip().casefold()
+
+
+def accuracy(references: list[str], predictions: list[str]) -> float:
+    """The share of predictions that equal their reference after ``normalize``."""
+    return float(accuracy_score(_normalized(references), _normalized(predictions)))
+
+
+def macro_f1(references: list[str], predictions: list[str], labels: list[str]) -> float:
+    """The unweighted mean of per-label F1; a prediction outside ``labels`` is simply wrong.
+
+    sklearn counts only the given labels: an out-of-set prediction is no label's true or false
+    positive, so it lowers the recall of the reference's label and nothing else.
+    """
+    score = f1_score(_normalized(references), _normalized(predictions),
+                     labels=sorted({normalize(label) for label in labels}),
+                     average="macro", zero_division=0)
+    return float(score)
+
+
+def bleu(references: list[str], predictions: list[str]) -> float:
+    """Corpus BLEU on sacrebleu's 0-100 scale, one reference per prediction.
+
+    sacrebleu's "zh" tokenizer puts spaces around every character of the basic Han blocks, full
+    width forms and CJK punctuation, then runs the default "13a" tokenizer on the result; kana,
+    Hangul and ideographs beyond U+FFFF are left in their runs. It is chosen when any reference
+    holds a CJK character, else "13a", which would read a whole Chinese sentence as one word.
+    """
+    tokenize = "zh" if any(_HAS_CJK.search(text) for text in references) else "13a"
+    return float(sacrebleu.corpus_bleu(predictions, [references], tokenize=tokenize).score)
+
+
+class Tokenizer:
+    """Tokens for ROUGE: each CJK character, and lower-cased runs of other letters and digits.
+
+    rouge-score's own tokenizer keeps only ASCII letters and digits, so Chinese scores 0 with it.
+    """
+
+    def tokenize(self, text: str) -> list[str]:
+        return _TOKEN.findall(text.lower())
+
+
+_ROUGE = RougeScorer(["rougeL"], tokenizer=Tokenizer())
+
+
+def rouge_l(references: list[str], predictions: list[str]) -> float:
+    """The mean ROUGE-L F-measure (0-1) over reference-prediction pairs."""
+    scores = [_ROUGE.score(reference, prediction)["rougeL"].fmeasure
+              for reference, prediction in zip(references, predictions, strict=True)]
+    return float(np.mean(scores))
+
+
+def score(name: str, references: list[str], predictions: list[str],
+          labels: list[str] | None = None) -> float:
+    """One metric by name ("accuracy", "macro_f1", "bleu" or "rougeL")."""
+    if name == "accuracy":
+        return accuracy(references, predictions)
+    if name == "macro_f1":
+        if labels is None:
+            raise ValueError("macro_f1 needs the label set")
+        return macro_f1(references, predictions, labels)
+    if name == "bleu":
+        return bleu(references, predictions)
+    if name == "rougeL":
+        return rouge_l(references, predictions)
+    raise ValueError(f"unknown metric '{name}' (known: {', '.join(METRICS)})")
+
+
+def task_metrics(references: list[str], predictions: list[str],
+                 labels: list[str] | None) -> dict[str, float]:
+    """Accuracy and macro-F1 for a closed label set, else BLEU and ROUGE-L."""
+    names = ("accuracy", "macro_f1") if labels is not None else ("bleu", "rougeL")
+    return {name: score(name, references, predictions, labels) for name in names}
+
+
+def correct(references: list[str], predictions: list[str]) -> list[bool]:
+    """Exact match per example, after ``normalize``."""
+    return [normalize(reference) == normalize(prediction)
+            for reference, prediction in zip(references, predictions, strict=True)]
+
+
+def find_labels(answers: list[str], max_labels: int = 20) -> list[str] | None:
+    """The closed label set of a task from its training answers, or None for free text.
+
+    The answers form a label set when there are 2 to ``max_labels`` distinct normalized answers
+    and each has at most 5 words.
+    """
+    distinct = sorted({normalize(answer) for answer in answers})
+    if 2 <= len(distinct) <= max_labels and all(len(label.split()) <= 5 for label in distinct):
+        return distinct
+    return None
+
+
+def _normalized(texts: list[str]) -> list[str]:
+    return [normalize(text) for text in texts]

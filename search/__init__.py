@@ -1,0 +1,1 @@
+"""The search service: spaces, samplers, schedulers, the study, and what it reports."""
