@@ -116,6 +116,9 @@ class TrialContext:
     metric: str = "eval_loss"  # the study's metric: what "best checkpoint" means
     direction: Literal["minimize", "maximize"] = "minimize"
     threads: int = 1
+    # The untuned default: the reference every trial is compared with, trained to its end
+    # (no scheduler stops it; an objective should not stop it early by its own rule either).
+    baseline: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @property

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 
 import optuna
+from optuna.exceptions import ExperimentalWarning
 
 from search.distributions import grid
 from search.errors import InputError
@@ -32,6 +34,10 @@ def build_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
     try:
         if section.name == "grid":
             options.setdefault("search_space", grid(space.head.search))
-        return cls(**options)
+        # QMC, GP and others are marked experimental by Optuna: a supported choice here, not
+        # a problem to print on every search.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            return cls(**options)
     except (TypeError, ValueError, ImportError) as error:
         raise InputError(space.source, "sampler.options", str(error).splitlines()[0]) from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from typing import Any
 
 import optuna
@@ -28,6 +29,10 @@ from search.space import SearchSpace
 from search.storage import StudyPaths
 
 logger = logging.getLogger(__name__)
+# The untuned baseline runs with its fixed values, which a float or int range need not hold
+# (the search looks elsewhere on purpose); Optuna warns on asking for it, the space accepts it.
+warnings.filterwarnings("ignore", message=r"Fixed parameter .* is out of range",
+                        category=UserWarning)
 RECOUNT_S = 2  # how often a launcher waiting on other launchers' trials looks again
 TEST_PREFIX = "test_"  # final metrics on the test split, kept as user attributes
 

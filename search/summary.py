@@ -76,9 +76,10 @@ def summary_lines(study: optuna.Study, space: SearchSpace, paths: StudyPaths,
         base_score = trial_score(baseline, minimize) if baseline else None
         if base_score is not None:
             how = "" if baseline.state == TrialState.COMPLETE else " (stopped early)"
-            change = (best.value - base_score) / abs(base_score) * 100 if base_score else 0.0
+            change = best.value - base_score
+            relative = f" ({change / abs(base_score):+.1%})" if base_score else ""
             lines.append(f"untuned default (trial {baseline.number}){how}: {metric} "
-                         f"{base_score:.4f}; best is {change:+.1f}%")
+                         f"{base_score:.4f}; best is {change:+.4f}{relative}")
         if figures := test_figures(best):
             lines.append(f"best trial {best.number} on the test split: {figures}")
         if baseline is not None and baseline.number != best.number \

@@ -14,6 +14,7 @@ from ray import tune
 
 from objectives.base import Reporter, TrialContext
 from search.outcome import ERROR_FILE
+from search.schedulers import BASELINE
 from search.space import SearchSpace
 from search.storage import StudyPaths
 
@@ -52,6 +53,7 @@ def run_trial(config: dict[str, Any], space: SearchSpace, paths: StudyPaths) -> 
         number=number, trial_dir=trial_dir, prepared_dir=paths.prepared,
         reporter=TuneReporter(), metric=study.metric, direction=study.direction,
         threads=max(1, math.floor(space.head.resources.cpu)),
+        baseline=bool(config.get(BASELINE)),
     )
     try:
         trial_config = space.trial_config({**config["params"], **config.get("overrides", {})})

@@ -87,7 +87,9 @@ class EvaluationSection(_Section):
     """Task metrics from greedy answers to the prompts of a split (accuracy, macro-F1, BLEU,
     ROUGE-L); the loss needs no generation."""
 
-    max_new_tokens: int = Field(16, gt=0, description="Longest generated answer, in tokens.")
+    max_new_tokens: int | None = Field(
+        None, gt=0, description="Longest generated answer, in tokens; default: the longest "
+        "training answer's (with its end-of-turn token).")
     max_eval_examples: int | None = Field(
         None, gt=0, description="Validation examples the evaluations during training answer "
         "(the first N of the split; default all). The final evaluation answers them all.")

@@ -13,11 +13,19 @@ from objectives.causal_lm_lora.data import IGNORE_INDEX
 ANSWER_METRICS = ("accuracy", "macro_f1", "bleu", "rougeL")
 
 
+def _answer_start(row: dict[str, list[int]]) -> int:
+    return next((i for i, label in enumerate(row["labels"]) if label != IGNORE_INDEX),
+                len(row["labels"]))
+
+
 def prompt_ids(row: dict[str, list[int]]) -> list[int]:
     """The prompt of a tokenised example: the tokens before its answer (label IGNORE_INDEX)."""
-    answer_starts = next((i for i, label in enumerate(row["labels"]) if label != IGNORE_INDEX),
-                         len(row["labels"]))
-    return row["input_ids"][:answer_starts]
+    return row["input_ids"][:_answer_start(row)]
+
+
+def longest_answer(rows: Sequence[dict[str, list[int]]]) -> int:
+    """Tokens in the longest answer, its end-of-turn token included."""
+    return max(len(row["labels"]) - _answer_start(row) for row in rows)
 
 
 @torch.no_grad()

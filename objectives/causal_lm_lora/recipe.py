@@ -137,6 +137,8 @@ class GenerativeTrainer(Trainer):
         self.prepared, self.evaluation, self.answer_tokenizer = prepared, evaluation, tokenizer
         self.answer_during_training = answer_during_training
         self.labels = data.load_labels(prepared)
+        self.max_new_tokens = evaluation.max_new_tokens or generation.longest_answer(
+            self.train_dataset)
         self.final = False  # set for the evaluations after training: whole splits
         self.rows: dict[str, list[dict[str, str]]] = {}  # prefix -> rows of its last answers
         self.rows_at_step: dict[int, list[dict[str, str]]] = {}  # whole-split validation rows
@@ -152,7 +154,7 @@ class GenerativeTrainer(Trainer):
         texts = data.load_texts(self.prepared, split)[:limit]
         prompts = [generation.prompt_ids(row) for row in data.load_split(self.prepared, split)]
         answers = generation.generate(self.model, self.answer_tokenizer, prompts[:len(texts)],
-                                      self.evaluation.max_new_tokens,
+                                      self.max_new_tokens,
                                       self.args.per_device_eval_batch_size)
         rows = [{**text, "prediction": answer} for text, answer in zip(texts, answers, strict=True)]
         self.rows[metric_key_prefix] = rows
@@ -225,8 +227,9 @@ def run(config: CausalLMConfig, context: TrialContext, prepared: Path) -> None:
         callbacks=[
             _ReportEvaluations(context),
             guard,
-            EarlyStoppingCallback(config.early_stopping.patience,
-                                  config.early_stopping.min_delta),
+            # The untuned default trains to its end: it is what every trial is compared with.
+            *([] if context.baseline else [EarlyStoppingCallback(
+                config.early_stopping.patience, config.early_stopping.min_delta)]),
         ],
         prepared=prepared, evaluation=config.evaluation, answer_during_training=answer_metric,
         tokenizer=tokenizer,
