@@ -16,7 +16,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from objectives.base import Objective, TrialContext
+from objectives.base import Metric, Objective, TrialContext
 
 
 class _Section(BaseModel):
@@ -52,6 +52,7 @@ def loss(params: ParamsSection) -> float:
 class FixedCost(Objective):
     name = "fixed_cost"
     config_model: ClassVar[type[BaseModel]] = FixedCostConfig
+    metrics = (Metric("eval_loss", "minimize"),)
 
     def run(self, config: FixedCostConfig, context: TrialContext) -> None:
         value = loss(config.params)
@@ -62,7 +63,7 @@ class FixedCost(Objective):
             # objective's would.
             time.sleep(min(1.0, seconds - (step - 1)))
             context.report({"step": step, "eval_loss": value + 1.0 / step})
-        context.report({"step": steps, "eval_loss": value + 1.0 / steps, "outcome": "complete"})
+        context.complete(value + 1.0 / steps, step=steps)
 
     def save_best(self, trial_dir: Path, best_dir: Path) -> None:
         best_dir.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["overhead", "sampler_cost", "training_loop", "concurrency", "search_efficiency"]
+BENCHMARKS = ["overhead", "sampler_cost", "training_loop", "generation_cost", "concurrency",
+              "search_efficiency"]
 
 
 def main() -> int:

@@ -67,9 +67,9 @@ def sync() -> None:
 def instrument(probe: Probe) -> contextlib.ExitStack:
     """Swap the objective module's Trainer, model loader and data step for timed ones, for the
     duration of the returned context (this process only)."""
-    from transformers import Trainer, TrainerCallback
+    from transformers import TrainerCallback
 
-    from objectives import causal_lm_lora
+    from objectives.causal_lm_lora import CausalLMLoRA, recipe
 
     class StepTimer(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
@@ -81,7 +81,7 @@ def instrument(probe: Probe) -> contextlib.ExitStack:
             probe.step_s += time.perf_counter() - probe._began
             probe.steps += 1
 
-    class TimedTrainer(Trainer):
+    class TimedTrainer(recipe.GenerativeTrainer):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.add_callback(StepTimer())
@@ -98,21 +98,21 @@ def instrument(probe: Probe) -> contextlib.ExitStack:
             with probe.part("checkpoints"):
                 return super()._save_checkpoint(model, trial)
 
-    load_base_model = causal_lm_lora.load_base_model
-    tokenized = causal_lm_lora.CausalLMLoRA._tokenized
+    load_base_model = recipe.load_base_model
+    prepared = CausalLMLoRA.prepared
 
     def timed_load(config):
         with probe.part("model load"):
             return load_base_model(config)
 
-    def timed_tokenized(self, config, prepared_dir):
+    def timed_prepared(config, prepared_dir):
         with probe.part("data preparation"):
-            return tokenized(self, config, prepared_dir)
+            return prepared(config, prepared_dir)
 
     stack = contextlib.ExitStack()
-    for owner, name, value in ((causal_lm_lora, "Trainer", TimedTrainer),
-                               (causal_lm_lora, "load_base_model", timed_load),
-                               (causal_lm_lora.CausalLMLoRA, "_tokenized", timed_tokenized)):
+    for owner, name, value in ((recipe, "GenerativeTrainer", TimedTrainer),
+                               (recipe, "load_base_model", timed_load),
+                               (CausalLMLoRA, "prepared", staticmethod(timed_prepared))):
         stack.enter_context(_swapped(owner, name, value))
     return stack
 
@@ -129,18 +129,20 @@ def _swapped(owner: Any, name: str, value: Any):
 
 def objective_trial(space, config, folder: Path, number: int) -> dict[str, Any]:
     """One trial of the objective as a worker's first: the base model is loaded anew."""
-    from objectives import causal_lm_lora
     from objectives.base import Reporter, TrialContext
+    from objectives.causal_lm_lora import recipe
 
     class Quiet(Reporter):
         def report(self, metrics: dict[str, Any]) -> None:
             pass
 
-    causal_lm_lora._BASE_MODELS.clear()
+    recipe._BASE_MODELS.clear()
     trial_dir = folder / f"{number:04d}"
     trial_dir.mkdir(parents=True)
+    study = space.head.study
     context = TrialContext(number=number, trial_dir=trial_dir, prepared_dir=folder / "prepared",
-                           reporter=Quiet(), threads=max(1, math.floor(space.head.resources.cpu)))
+                           reporter=Quiet(), metric=study.metric, direction=study.direction,
+                           threads=max(1, math.floor(space.head.resources.cpu)))
     probe = Probe()
     with instrument(probe), _common.stopwatch() as took:
         space.objective.run(config, context)
@@ -167,8 +169,8 @@ def bare_loop(space, config, prepared: Path, steps: int, threads: int) -> dict[s
         set_seed,
     )
 
-    from objectives import sft_data
-    from objectives.causal_lm_lora import _module_names, model_config, model_path
+    from objectives.causal_lm_lora import data as sft_data
+    from objectives.causal_lm_lora.config import model_config, model_path, module_names
 
     torch.set_num_threads(threads)
     train = config.training
@@ -179,7 +181,7 @@ def bare_loop(space, config, prepared: Path, steps: int, threads: int) -> dict[s
     set_seed(train.seed)
     model = get_peft_model(model, LoraConfig(
         task_type="CAUSAL_LM", r=config.lora.r, lora_alpha=config.lora.lora_alpha,
-        lora_dropout=config.lora.lora_dropout, target_modules=_module_names(config.lora),
+        lora_dropout=config.lora.lora_dropout, target_modules=module_names(config.lora),
         bias=config.lora.bias)).to(device)
     model.train()
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -280,7 +282,7 @@ def main() -> None:
         overrides[key] = yaml.safe_load(value)
     config = space.trial_config({**params, **overrides})
     threads = max(1, math.floor(space.head.resources.cpu))
-    prepared, _ = space.objective._tokenized(config, studies / "prepared")
+    prepared = space.objective.prepared(config, studies / "prepared")
     cuda = torch.cuda.is_available()
     print(f"trial config: {config.training.max_steps} steps, batch "
           f"{config.training.per_device_train_batch_size} x accumulation "
@@ -331,7 +333,7 @@ def main() -> None:
     }
     peak, device = peak_flops(args.peak_tflops)
     if cuda:
-        from objectives.causal_lm_lora import model_config, model_path
+        from objectives.causal_lm_lora.config import model_config, model_path
 
         seq = reps[0]["bare"]["tokens"] / (reps[0]["bare"]["steps"]
                                            * config.training.per_device_train_batch_size

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,12 @@ class DefineByRun:
         for key, param in self.search.items():
             if is_active(param, chosen):
                 chosen[key] = suggest(trial, key, param)
+
+
+def grid_points(search: dict[str, Param]) -> list[dict[str, Any]]:
+    """Every combination of the grid's values, in file order (the last key varies fastest)."""
+    values = grid(search)
+    return [dict(zip(values, point, strict=True)) for point in itertools.product(*values.values())]
 
 
 def grid(search: dict[str, Param]) -> dict[str, list[Any]]:

@@ -55,8 +55,10 @@ def fail_interrupted(storage: BaseStorage, study_name: str) -> list[int]:
 
 
 def is_counted(trial: FrozenTrial) -> bool:
-    """Whether a finished trial counts toward the study's total: interrupted ones run again."""
-    return trial.state.is_finished() and trial.user_attrs.get("fail_reason") != INTERRUPTED
+    """Whether a finished trial counts toward the study's total: interrupted ones run again,
+    and one that ran out of memory is replaced by its retry (retried_as)."""
+    return trial.state.is_finished() and trial.user_attrs.get("fail_reason") != INTERRUPTED \
+        and "retried_as" not in trial.user_attrs
 
 
 def finished_count(study: optuna.Study) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import shutil
 import time
 from dataclasses import dataclass
 
@@ -14,8 +15,9 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 from ray import tune
 
+from objectives.base import DataError
 from search.cluster import check_cluster_storage, is_multi_node
-from search.errors import InputError
+from search.errors import InputError, from_data
 from search.heartbeat import (
     STALE_AFTER_S,
     BeatOnEachStep,
@@ -72,8 +74,16 @@ def open_study(request: SearchRequest, url: str) -> tuple[optuna.Study, BaseStor
     names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     exists = request.study_name in names
     if exists:
-        made_by = optuna.load_study(study_name=request.study_name, storage=storage).user_attrs
-        if made_by.get("space_fingerprint") not in (None, space.fingerprint()):
+        old = optuna.load_study(study_name=request.study_name, storage=storage)
+        made_by = old.user_attrs
+        changed = made_by.get("space_fingerprint") not in (None, space.fingerprint())
+        if changed and not any(t.state.is_finished() for t in old.get_trials(deepcopy=False)):
+            # Its launcher died before any trial ended: nothing of it is worth keeping.
+            print(f"replacing study '{request.study_name}': made by another space, and no "
+                  "trial of it finished")
+            optuna.delete_study(study_name=request.study_name, storage=storage)
+            exists = False
+        elif changed:
             raise InputError(space.source, "study.name", f"study '{request.study_name}' in "
                              f"{mask(url)} was made by another space "
                              f"({made_by.get('space_file')}); choose another name with --study")
@@ -114,18 +124,32 @@ def check_resources(space: SearchSpace) -> None:
                              f"{asked:g} {key}s but the cluster has {have.get(key, 0):g}")
 
 
+def prepare(space: SearchSpace, paths: StudyPaths) -> None:
+    """The objective's shared work (tokenising), before the study exists: data it cannot use
+    is bad input, and leaves no study behind."""
+    existed = paths.root.exists()
+    paths.root.mkdir(parents=True, exist_ok=True)
+    try:
+        space.objective.prepare(space.defaults, paths.prepared)
+    except DataError as error:
+        if not existed:
+            shutil.rmtree(paths.root, ignore_errors=True)
+        raise from_data(error, space.source) from None
+
+
 def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
     space = request.space
     # Build everything that can reject the input before touching the study folder.
-    sampler = build_sampler(space)
+    build_sampler(space)
     scheduler = build_scheduler(space)
     start_ray(request)
     check_resources(space)
     url = space.head.study.storage or default_url(paths)
     check_cluster_storage(url, is_multi_node())
-    paths.root.mkdir(parents=True, exist_ok=True)
+    prepare(space, paths)
     study, storage, new = open_study(request, url)
     note_storage(paths, url)
+    sampler = build_sampler(space, history=len(study.get_trials(deepcopy=False)))
     if new:
         study.set_user_attr("space_file", str(space.source))
         study.set_user_attr("space_fingerprint", space.fingerprint())
@@ -147,10 +171,9 @@ def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
         print(f"study '{request.study_name}' already has {request.n_trials} finished trials")
         return SearchResult(study, url, paths)
 
-    space.objective.prepare(space.defaults, paths.prepared)
     resources = space.head.resources
     searcher = StudySearcher(space, request.study_name, storage, paths, sampler,
-                             request.n_trials, Heartbeat())
+                             request.n_trials, Heartbeat(), space.head.study.time_budget_s)
     progress = Progress(
         total=request.n_trials, metric=space.head.study.metric,
         minimize=space.head.study.direction == "minimize",
@@ -166,7 +189,7 @@ def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
             scheduler=scheduler,
             num_samples=remaining,
             max_concurrent_trials=space.head.study.max_concurrent_trials,
-            time_budget_s=space.head.study.time_budget_s,
+            # No time_budget_s: Ray's kills running trials; the searcher stops starting them.
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
@@ -183,6 +206,13 @@ def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
     # The study holds every result; Ray's own result files are off, so its analysis would
     # only warn that it cannot find them.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-    tuner.fit()
+    try:
+        tuner.fit()
+    finally:
+        # Whatever stopped the search, no trial of this launcher stays RUNNING: one that did
+        # not end is interrupted, and a later --resume runs it again.
+        interrupted = searcher.interrupt_running()
+        if interrupted:
+            print(f"marked interrupted trials as failed: {interrupted}")
     return SearchResult(optuna.load_study(study_name=request.study_name, storage=storage),
                         url, paths)

@@ -1,7 +1,13 @@
-"""Optuna samplers by name, with their options from the space."""
+"""Optuna samplers by name, with their options from the space.
+
+The grid is not Optuna's GridSampler, which knows nothing of the untuned baseline (enqueued
+first) and picks a point it already ran: here each grid point but the baseline's is enqueued
+once (see search.runner), in file order, and the sampler only ever replays enqueued points.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import warnings
 
@@ -15,7 +21,7 @@ from search.space import SearchSpace
 SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
     "tpe": optuna.samplers.TPESampler,
     "random": optuna.samplers.RandomSampler,
-    "grid": optuna.samplers.GridSampler,
+    "grid": optuna.samplers.RandomSampler,  # replays the enqueued grid points
     "cmaes": optuna.samplers.CmaEsSampler,
     "gp": optuna.samplers.GPSampler,
     "qmc": optuna.samplers.QMCSampler,
@@ -23,21 +29,33 @@ SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
 }
 
 
-def build_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
-    """The sampler the space names, seeded with the study's seed unless its options say else."""
+# Samplers that need a package not every machine has: the package, and what to install.
+NEEDS = {"cmaes": ("cmaes", "pip install cmaes"), "gp": ("scipy", "pip install scipy")}
+
+
+def build_sampler(space: SearchSpace, history: int = 0) -> optuna.samplers.BaseSampler:
+    """The sampler the space names, seeded with the study's seed unless its options say else.
+
+    ``history`` is the number of trials the study already holds: a resumed search seeds with
+    seed + history, so a seeded sampler does not replay the trials it proposed the first time.
+    """
     section = space.head.sampler
+    if section.name in NEEDS and importlib.util.find_spec(NEEDS[section.name][0]) is None:
+        package, install = NEEDS[section.name]
+        raise InputError(space.source, "sampler.name", f"{section.name} needs the {package} "
+                         f"package: {install}")
     cls = SAMPLERS[section.name]
     options = dict(section.options)
     accepted = inspect.signature(cls.__init__).parameters
     if "seed" in accepted:
-        options.setdefault("seed", space.head.study.seed)
+        options.setdefault("seed", space.head.study.seed + history)
     try:
         if section.name == "grid":
-            options.setdefault("search_space", grid(space.head.search))
+            grid(space.head.search)  # every parameter has a finite set of values
         # QMC, GP and others are marked experimental by Optuna: a supported choice here, not
         # a problem to print on every search.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
             return cls(**options)
-    except (TypeError, ValueError, ImportError) as error:
+    except Exception as error:  # noqa: BLE001 - any option the sampler cannot take is input
         raise InputError(space.source, "sampler.options", str(error).splitlines()[0]) from None

@@ -1,7 +1,7 @@
 """Ray Tune trial schedulers by name: the one owner of early stopping across trials.
 
-Two trials are never stopped: the untuned baseline (the reference every result is compared
-with is trained to its end) and any trial at its last evaluation (its final report follows).
+Never stopped: the untuned baseline (the reference every result is compared with is trained
+to its end), a trial at its last evaluation (its final report follows) and a final report.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from ray.tune.schedulers import (
     TrialScheduler,
 )
 
-from objectives.base import LAST_EVALUATION, STEP
+from objectives.base import LAST_EVALUATION, OUTCOME, STEP
 from search.errors import InputError
 from search.space import SearchSpace
 
@@ -29,9 +29,14 @@ class _Protect:
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         decision = super().on_trial_result(tune_controller, trial, result)
-        if trial.config.get(BASELINE) or result.get(LAST_EVALUATION):
+        if trial.config.get(BASELINE) or result.get(LAST_EVALUATION) or OUTCOME in result:
+            if decision == TrialScheduler.STOP:
+                self._undo_stop(trial)
             return TrialScheduler.CONTINUE
         return decision
+
+    def _undo_stop(self, trial: Any) -> None:
+        """Forget a stop the scheduler decided and was overruled on."""
 
 
 class ProtectedASHA(_Protect, ASHAScheduler):
@@ -39,7 +44,10 @@ class ProtectedASHA(_Protect, ASHAScheduler):
 
 
 class ProtectedMedian(_Protect, MedianStoppingRule):
-    pass
+    def _undo_stop(self, trial: Any) -> None:
+        # The median rule keeps the trials it stopped in a private set, and asserts on the
+        # next result of one; no public API forgets a stop (tests/search/test_schedulers.py).
+        self._stopped_trials.discard(trial)
 
 
 def build_scheduler(space: SearchSpace) -> TrialScheduler:

@@ -21,7 +21,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from objectives.base import OUTCOME, STEP, finite
-from search.distributions import DefineByRun
+from search.distributions import DefineByRun, grid_points
 from search.heartbeat import INTERRUPTED, Heartbeat, NoHeartbeat, fail_interrupted, is_counted
 from search.outcome import outcome
 from search.schedulers import BASELINE
@@ -47,6 +47,7 @@ class StudySearcher(OptunaSearch):
         sampler: optuna.samplers.BaseSampler,
         n_trials: int,
         heartbeat: Heartbeat | None = None,
+        time_budget_s: float | None = None,
     ) -> None:
         study = space.head.study
         super().__init__(
@@ -62,6 +63,10 @@ class StudySearcher(OptunaSearch):
         self.heartbeat = heartbeat or NoHeartbeat()
         self._last_step: dict[str, int] = {}
         self._next_count = 0.0
+        # After the budget no trial starts; running ones finish (Ray's own budget kills them).
+        self._deadline = time.monotonic() + time_budget_s if time_budget_s else None
+        self._grid = (grid_points(space.head.search) if space.head.sampler.name == "grid"
+                      else None)
 
     # --- Ray's OptunaSearch keeps its study, its live trials and the ids it has finished
     # as private attributes, with no public API; they are read here only (pinned by
@@ -92,6 +97,10 @@ class StudySearcher(OptunaSearch):
         # go stale, and then this launcher runs their replacements.
         if time.monotonic() < self._next_count:
             return None
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            return Searcher.FINISHED
+        if self._grid is not None and not self._enqueue_grid_point():
+            return Searcher.FINISHED
         trials = self.study.get_trials(deepcopy=False)
         counted = sum(map(is_counted, trials))
         if counted >= self.n_trials:
@@ -113,6 +122,30 @@ class StudySearcher(OptunaSearch):
         trial.set_user_attr("ray_trial_id", trial_id)
         return {"trial_number": trial.number, "params": params, "overrides": overrides,
                 BASELINE: bool(trial.user_attrs.get(BASELINE))}
+
+    def _enqueue_grid_point(self) -> bool:
+        """Make sure a grid point waits to be tried: the next one no trial has (the baseline
+        counts); False when every point has one."""
+        def waiting() -> int:
+            return len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+        if waiting():
+            return True
+        for point in self._grid:
+            self.study.enqueue_trial(point, skip_if_exists=True)
+            if waiting():
+                return True
+        return False
+
+    def interrupt_running(self) -> list[int]:
+        """End this launcher's trials that are still running as FAIL "interrupted"."""
+        numbers = []
+        for trial in self.running():
+            trial.set_user_attr("fail_reason", INTERRUPTED)
+            self.study.tell(trial, state=TrialState.FAIL)
+            self.mark_finished(self._id_of(trial))
+            numbers.append(trial.number)
+        return numbers
 
     def beat(self) -> None:
         """Renew the heartbeat of this launcher's running trials (see search.heartbeat)."""

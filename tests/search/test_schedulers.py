@@ -223,12 +223,6 @@ class SchedulerCrashed(Exception):
     """Ray's scheduler raised on a result (as opposed to an expectation of this test)."""
 
 
-@pytest.mark.xfail(strict=True, raises=SchedulerCrashed, reason=(
-    "ProtectedMedian turns MedianStoppingRule's STOP into CONTINUE, but the rule has already "
-    "added the trial to its _stopped_trials; with hard_stop=True the trial's next result "
-    "(the baseline's next evaluation, or the final report after a last evaluation) hits "
-    "`assert not self._hard_stop` in MedianStoppingRule.on_trial_result and the search "
-    "crashes"))
 @pytest.mark.parametrize("flags", [{"baseline": True}, {"last_evaluation": True}],
                          ids=["baseline", "last_evaluation"])
 def test_a_protected_trial_reports_again_after_the_median_rule_would_have_stopped_it(

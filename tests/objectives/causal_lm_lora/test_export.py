@@ -23,6 +23,9 @@ from search.errors import InputError
 from search.storage import ResolvedStudy, StudyPaths, resolve_study
 from tests.fakes import Recorder
 
+# Real fine-tunes of the tiny model: seconds each, so outside make test-fast.
+pytestmark = pytest.mark.slow
+
 # Ollama's Modelfile instructions and template variables (docs/modelfile.md, docs/template.md).
 INSTRUCTIONS = {"FROM", "PARAMETER", "TEMPLATE", "SYSTEM", "ADAPTER", "LICENSE", "MESSAGE",
                 "REQUIRES"}
@@ -49,6 +52,7 @@ def make_study(root: Path, *trials: tuple[TrialState, Path]) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     study = optuna.create_study(study_name=root.name, storage=f"sqlite:///{root / 'optuna.db'}")
     study.set_user_attr("metric", "eval_loss")
+    study.set_user_attr("objective", "causal_lm_lora")
     for state, trial_dir in trials:
         study.add_trial(create_trial(
             state=state, value=0.5 if state == TrialState.COMPLETE else None,

@@ -18,6 +18,9 @@ from objectives.causal_lm_lora.config import model_config
 from objectives.causal_lm_lora.recipe import _BASE_MODELS, device_map, precision_flags
 from tests.fakes import Recorder
 
+# Real fine-tunes of the tiny model: seconds each, so outside make test-fast.
+pytestmark = pytest.mark.slow
+
 
 def tiny_config(**training) -> CausalLMConfig:
     return CausalLMConfig.model_validate({
@@ -29,12 +32,12 @@ def tiny_config(**training) -> CausalLMConfig:
     })
 
 
-def run(config: CausalLMConfig, trial_dir: Path, prepared: Path) -> list[dict]:
+def run(config: CausalLMConfig, trial_dir: Path, prepared: Path, **context) -> list[dict]:
     trial_dir.mkdir(parents=True, exist_ok=True)
     objective = CausalLMLoRA()
     objective.prepare(config, prepared)
     recorder = Recorder()
-    objective.run(config, TrialContext(0, trial_dir, prepared, recorder))
+    objective.run(config, TrialContext(0, trial_dir, prepared, recorder, **context))
     return recorder.results
 
 
@@ -147,3 +150,47 @@ def test_memory_does_not_grow_over_ten_reused_trials(tmp_path: Path) -> None:
         rss.append(process.memory_info().rss / 2**20)
     # After the first trials warm the allocator, the worker holds no trial's leftovers.
     assert rss[-1] - rss[2] < 25, [round(r) for r in rss]  # MB
+
+
+def test_evaluations_answer_by_generation_and_the_figures_are_the_predictions(
+        tmp_path: Path) -> None:
+    """With the study metric eval_accuracy, every evaluation answers the validation prompts;
+    the final report's test figures are those of predictions_test.jsonl."""
+    config = tiny_config(max_steps=40, eval_steps=20, learning_rate=3e-3)
+    config.evaluation.max_eval_examples = 30
+    trial_dir = tmp_path / "t"
+    results = run(config, trial_dir, tmp_path / "prepared", metric="eval_accuracy",
+                  direction="maximize")
+    evals, final = results[:-1], results[-1]
+    assert [r["step"] for r in evals] == [20, 40]
+    assert all({"eval_accuracy", "eval_macro_f1", "eval_bleu", "eval_rougeL"} <= set(r)
+               for r in evals)
+    assert evals[-1]["last_evaluation"] is True and "last_evaluation" not in evals[0]
+    assert final["outcome"] == "complete"
+    # The labels were found from the training answers.
+    assert json.loads((trial_dir / "labels.json").read_text()) == \
+        ["negative", "neutral", "positive"]
+    test = [json.loads(line) for line in
+            (trial_dir / "predictions_test.jsonl").read_text().splitlines()]
+    assert len(test) == 120 and set(test[0]) == {"prompt", "reference", "prediction"}
+    right = sum(r["prediction"].strip().casefold() == r["reference"].strip().casefold()
+                for r in test)
+    assert final["test_accuracy"] == pytest.approx(right / 120)
+    # Training answered 30 validation examples; the final value is over all 120 of them.
+    validation = (trial_dir / "predictions_validation.jsonl").read_text().splitlines()
+    assert len(validation) == 120
+    right = sum(json.loads(line)["prediction"] == json.loads(line)["reference"]
+                for line in validation)
+    assert final["eval_accuracy"] == pytest.approx(right / 120)
+
+
+def test_the_untuned_default_is_not_stopped_by_early_stopping(tmp_path: Path) -> None:
+    # A learning rate so small that nothing improves: patience 1 stops an ordinary trial
+    # after its second evaluation, never the baseline.
+    config = tiny_config(max_steps=40, learning_rate=1e-9)
+    config.early_stopping.patience = 1
+    config.early_stopping.min_delta = 1.0
+    stopped = run(config, tmp_path / "a", tmp_path / "prepared")
+    baseline = run(config, tmp_path / "b", tmp_path / "prepared", baseline=True)
+    assert [r["step"] for r in stopped[:-1]] == [10, 20]
+    assert [r["step"] for r in baseline[:-1]] == [10, 20, 30, 40]
