@@ -30,7 +30,14 @@ from search.samplers import build_sampler
 from search.schedulers import build_scheduler
 from search.searcher import StudySearcher
 from search.space import SearchSpace
-from search.storage import StudyPaths, default_url, mask, note_storage, open_storage
+from search.storage import (
+    StudyPaths,
+    default_url,
+    mask,
+    note_storage,
+    open_existing,
+    open_storage,
+)
 from search.trainable import run_trial
 
 # Ray's automatic CSV/JSON/TensorBoard loggers cost time on every result; the study keeps all.
@@ -87,13 +94,10 @@ def open_study(request: SearchRequest, url: str) -> tuple[optuna.Study, BaseStor
             raise InputError(space.source, "study.name", f"study '{request.study_name}' in "
                              f"{mask(url)} was made by another space "
                              f"({made_by.get('space_file')}); choose another name with --study")
-        if not request.resume:
+        elif not request.resume:
             raise InputError(space.source, "study.name", f"study '{request.study_name}' already "
                              f"exists in {mask(url)}; add --resume to continue it, or choose "
                              "another name with --study")
-    elif request.resume:
-        raise InputError(space.source, "study.name", f"no study '{request.study_name}' to "
-                         f"resume in {mask(url)}; drop --resume to start it")
     study = optuna.create_study(
         storage=storage, study_name=request.study_name, load_if_exists=True,
         direction=space.head.study.direction,
@@ -124,6 +128,15 @@ def check_resources(space: SearchSpace) -> None:
                              f"{asked:g} {key}s but the cluster has {have.get(key, 0):g}")
 
 
+def study_exists(url: str, name: str) -> bool:
+    """Whether the storage at ``url`` holds the study; creates nothing."""
+    try:
+        storage = open_existing(url)
+    except InputError:
+        return False
+    return name in {s.study_name for s in storage.get_all_studies()}
+
+
 def prepare(space: SearchSpace, paths: StudyPaths) -> None:
     """The objective's shared work (tokenising), before the study exists: data it cannot use
     is bad input, and leaves no study behind."""
@@ -146,6 +159,9 @@ def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
     check_resources(space)
     url = space.head.study.storage or default_url(paths)
     check_cluster_storage(url, is_multi_node())
+    if request.resume and not study_exists(url, request.study_name):
+        raise InputError(space.source, "study.name", f"no study '{request.study_name}' to "
+                         f"resume in {mask(url)}; drop --resume to start it")
     prepare(space, paths)
     study, storage, new = open_study(request, url)
     note_storage(paths, url)

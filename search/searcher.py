@@ -29,10 +29,6 @@ from search.space import SearchSpace
 from search.storage import StudyPaths
 
 logger = logging.getLogger(__name__)
-# The untuned baseline runs with its fixed values, which a float or int range need not hold
-# (the search looks elsewhere on purpose); Optuna warns on asking for it, the space accepts it.
-warnings.filterwarnings("ignore", message=r"Fixed parameter .* is out of range",
-                        category=UserWarning)
 RECOUNT_S = 2  # how often a launcher waiting on other launchers' trials looks again
 TEST_PREFIX = "test_"  # final metrics on the test split, kept as user attributes
 
@@ -63,8 +59,9 @@ class StudySearcher(OptunaSearch):
         self.heartbeat = heartbeat or NoHeartbeat()
         self._last_step: dict[str, int] = {}
         self._next_count = 0.0
-        # After the budget no trial starts; running ones finish (Ray's own budget kills them).
-        self._deadline = time.monotonic() + time_budget_s if time_budget_s else None
+        # After the budget, counted from the first trial's start, no trial starts; running
+        # ones finish (Ray's own time_budget_s would kill them).
+        self._budget, self._deadline = time_budget_s, None
         self._grid = (grid_points(space.head.search) if space.head.sampler.name == "grid"
                       else None)
 
@@ -97,9 +94,9 @@ class StudySearcher(OptunaSearch):
         # go stale, and then this launcher runs their replacements.
         if time.monotonic() < self._next_count:
             return None
+        if self._budget and self._deadline is None:
+            self._deadline = time.monotonic() + self._budget
         if self._deadline is not None and time.monotonic() > self._deadline:
-            return Searcher.FINISHED
-        if self._grid is not None and not self._enqueue_grid_point():
             return Searcher.FINISHED
         trials = self.study.get_trials(deepcopy=False)
         counted = sum(map(is_counted, trials))
@@ -109,7 +106,14 @@ class StudySearcher(OptunaSearch):
             fail_interrupted(self.storage, self.study.study_name)
             self._next_count = time.monotonic() + RECOUNT_S
             return None
-        params = super().suggest(trial_id)
+        if self._grid is not None and not self._enqueue_grid_point():
+            return Searcher.FINISHED
+        with warnings.catch_warnings():
+            # The untuned baseline runs with its fixed values, which a float or int range need
+            # not hold (the search looks elsewhere on purpose): accepted, not warned about.
+            warnings.filterwarnings("ignore", message=r"Fixed parameter .* is out of range",
+                                    category=UserWarning)
+            params = super().suggest(trial_id)
         if params is None or params == Searcher.FINISHED:
             return params
         trial = self.live_trial(trial_id)

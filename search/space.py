@@ -48,7 +48,9 @@ class StudySection(Section):
         None, description="Default: the metric's own (lower loss, higher accuracy).")
     n_trials: int = Field(20, gt=0, description="Trials in the study when the search ends.")
     max_concurrent_trials: int = Field(1, gt=0, description="Trials run at the same time.")
-    time_budget_s: float | None = Field(None, gt=0, description="Stop starting trials after this.")
+    time_budget_s: float | None = Field(
+        None, gt=0, description="Seconds after the first trial starts in which trials may start; "
+        "running ones then finish.")
     seed: int = 0
 
     @model_validator(mode="after")
@@ -285,6 +287,10 @@ def _check_metric(path: Path, head: SpaceHead, objective: Objective) -> None:
 def _check_search(space: SearchSpace) -> None:
     """Every searched key exists, conditions refer to earlier parameters, and every value the
     sampler may pick gives a config the objective accepts (checked one parameter at a time)."""
+    try:  # the fixed sections first, so a problem there is named by its own field
+        space.objective.check(space.defaults)
+    except DataError as error:
+        raise from_data(error, space.source) from None
     seen: list[str] = []
     fixed_values = space.defaults.model_dump()
     for key, param in space.head.search.items():

@@ -8,6 +8,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from objectives.base import DataError
+
 BUILTIN = "builtin:tiny-llama"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "data" / "finance_sentiment.jsonl"
 
@@ -122,12 +124,35 @@ def module_names(lora: LoraSection) -> list[str] | str:
 
 
 def model_path(config: CausalLMConfig) -> str:
-    """The folder or hub id to load; the embedded default is built on first use."""
+    """The folder to load the model from; the embedded default is built on first use."""
     if config.model.name_or_path == BUILTIN:
         from objectives.causal_lm_lora import tiny_llama
 
         return str(tiny_llama.ensure_builtin())
-    return config.model.name_or_path
+    return str(local_model(config.model.name_or_path))
+
+
+def local_model(name: str) -> Path:
+    """A model folder, or a hub id already in the local Hugging Face cache (its snapshot
+    folder). Nothing is downloaded during a search: a trial must not wait on the network, and
+    every trial must load the same weights."""
+    field = "model.name_or_path"
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise DataError(field, f"{name}: not a model folder (it holds no config.json)")
+        return path.resolve()
+    if path.exists():
+        raise DataError(field, f"{name} is a file; name the model's folder")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(name, local_files_only=True))
+    except (HFValidationError, LocalEntryNotFoundError, OSError, ValueError):
+        raise DataError(field, f"no such folder, and no hub model {name!r} in the local Hugging "
+                        "Face cache: download it first (hf download NAME) or name a folder") \
+            from None
 
 
 def model_config(config: CausalLMConfig, path: str):

@@ -29,10 +29,13 @@ class CausalLMLoRA(Objective):
         return config.training.max_steps if config.training.max_steps > 0 else None
 
     def check(self, config: CausalLMConfig) -> None:
+        path = model_path(config)  # raises DataError naming model.name_or_path
         try:
-            model_config(config, model_path(config))
+            model_config(config, path)
+        except OSError as error:  # a folder with a config.json that does not load
+            raise DataError("model.name_or_path", str(error).splitlines()[0]) from None
         except ValueError as error:
-            raise DataError("", str(error)) from None
+            raise DataError("model.config_overrides", str(error)) from None
 
     def oom_retry(self, config: CausalLMConfig) -> dict[str, Any] | None:
         """Half the per-device batch, twice the accumulation: the same effective batch."""

@@ -10,7 +10,7 @@ import optuna
 import pytest
 import yaml
 
-from search.distributions import DefineByRun, grid
+from search.distributions import DefineByRun, grid_points
 from search.errors import InputError
 from search.samplers import SAMPLERS, build_sampler
 from search.space import SearchSpace, load_space
@@ -24,7 +24,7 @@ SEARCH = {"fake.learning_rate": {"type": "float", "low": 0.001, "high": 0.1, "st
           "fake.batch_size": {"type": "int", "low": 1, "high": 16}}
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 EXPECTED = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
-            "grid": optuna.samplers.GridSampler, "cmaes": optuna.samplers.CmaEsSampler,
+            "grid": optuna.samplers.RandomSampler, "cmaes": optuna.samplers.CmaEsSampler,
             "gp": optuna.samplers.GPSampler, "qmc": optuna.samplers.QMCSampler,
             "nsga2": optuna.samplers.NSGAIISampler}
 
@@ -41,7 +41,7 @@ def fake_space(tmp_path: Path, name: str, search: dict[str, Any] | None = None,
     raw["sampler"] = {"name": name, "options": options}
     raw["search"] = SEARCH if search is None else search
     path = tmp_path / f"fake_{name}.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return load_space(str(path))
 
 
@@ -57,16 +57,14 @@ def sampled(sampler: optuna.samplers.BaseSampler, space: SearchSpace,
             trial = study.ask()
             define(trial)
             params.append(trial.params)
-            if value < n - 1:  # the grid sampler stops the study once its grid is told
-                study.tell(trial, float(value))
+            study.tell(trial, float(value))
     return params
 
 
 def reference(name: str, space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
-    extra = {"search_space": grid(space.head.search)} if name == "grid" else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return EXPECTED[name](seed=seed, **extra)
+        return EXPECTED[name](seed=seed)
 
 
 def test_every_sampler_name_is_known() -> None:
@@ -87,13 +85,22 @@ def test_sampler_by_name_is_seeded_with_the_study_seed(tmp_path: Path, name: str
     assert params != sampled(reference(name, space, SEED + 1), space)
 
 
-def test_the_grid_sampler_gets_every_value_of_the_search_section(tmp_path: Path) -> None:
+def test_the_grid_holds_every_value_of_the_search_section_in_file_order(
+        tmp_path: Path) -> None:
     space = fake_space(tmp_path, "grid", search={
         "fake.learning_rate": {"type": "float", "low": 0.01, "high": 0.03, "step": 0.01},
         "fake.behaviour": {"type": "categorical", "choices": ["complete", "prune"]}})
-    params = sampled(build_sampler(space), space, n=6)
-    assert sorted((round(p["fake.learning_rate"], 6), p["fake.behaviour"]) for p in params) \
+    points = grid_points(space.head.search)
+    assert [(round(p["fake.learning_rate"], 6), p["fake.behaviour"]) for p in points] \
         == [(lr, b) for lr in (0.01, 0.02, 0.03) for b in ("complete", "prune")]
+
+
+def test_a_resumed_search_is_seeded_with_the_studys_history(tmp_path: Path) -> None:
+    space = fake_space(tmp_path, "random")
+    first = sampled(build_sampler(space), space)
+    assert sampled(build_sampler(space, history=0), space) == first
+    assert sampled(build_sampler(space, history=4), space) == \
+        sampled(reference("random", space, SEED + 4), space)
 
 
 def test_a_seed_in_the_options_wins_over_the_study_seed(tmp_path: Path) -> None:
