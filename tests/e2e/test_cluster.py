@@ -11,11 +11,9 @@ import contextlib
 import json
 import os
 import platform
-import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,18 +28,10 @@ from optuna.trial import TrialState
 from search.cluster import check_cluster_storage, entrypoint, job_space_argument, jobs, submit
 from search.errors import InputError
 from tests.conftest import REPO, TINY_SPACE
+from tests.e2e.conftest import free_port
 
-# Debian installs each major version under /usr/lib/postgresql/<version>/bin; the newest wins.
-PG_INITDB = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
-                   key=lambda path: float(path.parent.parent.name))
 HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
 JOB_TIMEOUT_S = 240
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def space_file(folder: Path, storage: str, n_trials: int, concurrent: int) -> Path:
@@ -60,48 +50,6 @@ def space_file(folder: Path, storage: str, n_trials: int, concurrent: int) -> Pa
 
 def study_trials(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Callable[[str], str]]:
-    """A PostgreSQL server of this module's own on 127.0.0.1; yields a function that creates a
-    database and returns its URL."""
-    if not PG_INITDB:
-        pytest.skip("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): "
-                    "apt-get install postgresql")
-    bin_dir = PG_INITDB[-1].parent
-    # Short and outside pytest's folders: the server's socket path has a 107-byte limit, and
-    # a root-run test hands the folder to the postgres user (initdb refuses to run as root).
-    root = Path(tempfile.mkdtemp(prefix="ftpg", dir="/tmp"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        os.chown(root, pwd.getpwnam("postgres").pw_uid, -1)
-        as_user = ["runuser", "-u", "postgres", "--"]
-    data, port = root / "data", free_port()
-
-    def pg(*command: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*as_user, *command], capture_output=True, text=True)
-
-    def pg_ok(*command: str) -> None:
-        done = pg(*command)
-        assert done.returncode == 0, f"{command[0]}: {done.stdout}{done.stderr}"
-
-    try:
-        pg_ok(str(bin_dir / "initdb"), "-D", str(data), "-U", "ftsearch", "--auth=trust",
-           "--no-sync", "-E", "UTF8")
-        pg_ok(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w",
-           "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off", "start")
-
-        def database(name: str) -> str:
-            pg_ok(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "ftsearch",
-               name)
-            return f"postgresql+psycopg2://ftsearch@127.0.0.1:{port}/{name}"
-
-        yield database
-    finally:
-        if (data / "postmaster.pid").exists():
-            pg(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass
