@@ -11,13 +11,16 @@ installed, llama.cpp itself tokenizes, scores and completes the same prompts too
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import importlib.util
+import io
 import json
 import math
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ import yaml
 from gguf import GGMLQuantizationType, LlamaFileType
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as transformers_logging
 
 from objectives.base import DataError, FinishedTrial
 from objectives.causal_lm_lora import data
@@ -80,6 +84,7 @@ def export_trial(
     Raises DataError for input that cannot be exported (before writing anything) and
     RuntimeError when a round-trip check fails (export.json then records the failing figures).
     """
+    quiet_transformers()
     if quantize not in QUANTIZATIONS:
         raise DataError("", f"unknown quantization {quantize!r}; choose "
                         f"{' or '.join(QUANTIZATIONS)}", source="--quantize")
@@ -165,6 +170,13 @@ def export_trial(
         raise RuntimeError(f"export round trip failed ({', '.join(failed)}); see "
                            f"{out / 'export.json'}")
     return result
+
+
+def quiet_transformers() -> None:
+    """No progress bars and no deprecation notices of transformers' own code on stderr: the
+    user reads every line there as a problem of theirs."""
+    transformers_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
@@ -303,9 +315,11 @@ def _round_trip(out: Path, gguf_name: str, merged, merged_logits: list[torch.Ten
     _store_as_gguf(merged, quantize)
     stored_logits = _logits(merged, prompt_ids)
 
-    gguf_model = AutoModelForCausalLM.from_pretrained(out, gguf_file=gguf_name,
-                                                      dtype=torch.float32).eval()
-    gguf_tokenizer = AutoTokenizer.from_pretrained(out, gguf_file=gguf_name)
+    # transformers' GGUF loader draws a bar of its own (plain tqdm) on stderr.
+    with contextlib.redirect_stderr(io.StringIO()):
+        gguf_model = AutoModelForCausalLM.from_pretrained(out, gguf_file=gguf_name,
+                                                          dtype=torch.float32).eval()
+        gguf_tokenizer = AutoTokenizer.from_pretrained(out, gguf_file=gguf_name)
     gguf_logits = _logits(gguf_model, prompt_ids)
     check = _compare(merged_logits, gguf_logits)
     check["tolerance"] = LOGIT_TOLERANCE[quantize]

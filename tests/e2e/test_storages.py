@@ -55,5 +55,6 @@ def test_a_study_in_any_storage_is_reported_compared_and_exported(
         assert "test accuracy" in capsys.readouterr().out
         out = tmp_path / f"export-{target == 'kept'}"
         assert launcher.main(["export", target, "--out", str(out)]) == 0
+        assert capsys.readouterr().err == ""  # no progress bar, no library notice
         assert json.loads((out / "export.json").read_text())["passed"] is True
         assert any(out.glob("*.gguf"))
