@@ -16,7 +16,6 @@ from pathlib import Path
 
 from sklearn.model_selection import train_test_split
 
-from objectives.metrics import normalize
 from search.significance import sign_test
 
 LEVELS = ("good", "acceptable", "bad")  # best first
@@ -134,7 +133,7 @@ def _sample(references: list[str], size: int, stratify: bool, seed: int) -> list
     if stratify:
         try:
             chosen, _ = train_test_split(ids, train_size=size, random_state=seed,
-                                         stratify=[normalize(text) for text in references])
+                                         stratify=[text.strip().casefold() for text in references])
             return sorted(chosen)
         except ValueError:  # a label with a single example, or more labels than rows
             pass
