@@ -17,8 +17,8 @@ import copy
 import math
 from typing import Any
 
-from benchmarks import _common
-from benchmarks.training_loop import objective_trial
+import _common
+from training_loop import objective_trial
 
 VARIANTS = ["accuracy", "subset", "loss"]
 

@@ -42,7 +42,10 @@ def write_space(space: str, folder: Path, method: str, seed: int, trials: int) -
     source = resolve_space_path(space)
     raw = yaml.safe_load(source.read_text(encoding="utf-8"))
     raw = {**copy.deepcopy(raw), **METHODS[method]}
-    raw["study"] = {**raw["study"], "seed": seed, "n_trials": trials}
+    # Measured on the validation loss, which every trial's curve has (the default space's
+    # accuracy is flat at 0 until a trial has learnt to answer with a label).
+    raw["study"] = {**raw["study"], "seed": seed, "n_trials": trials, "metric": "eval_loss",
+                    "direction": "minimize"}
     if "path" in raw.get("data", {}):
         raw["data"]["path"] = str((source.parent / raw["data"]["path"]).resolve())
     path = folder / f"{method.replace('+', '-')}-seed{seed}.yaml"

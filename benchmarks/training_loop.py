@@ -142,7 +142,8 @@ def objective_trial(space, config, folder: Path, number: int) -> dict[str, Any]:
     study = space.head.study
     context = TrialContext(number=number, trial_dir=trial_dir, prepared_dir=folder / "prepared",
                            reporter=Quiet(), metric=study.metric, direction=study.direction,
-                           threads=max(1, math.floor(space.head.resources.cpu)))
+                           threads=max(1, math.floor(space.head.resources.cpu)),
+                           baseline=True)  # the untuned default, trained to its end
     probe = Probe()
     with instrument(probe), _common.stopwatch() as took:
         space.objective.run(config, context)

@@ -159,6 +159,9 @@ class Objective(ABC):
     # Config fields that are file paths: section -> keys. Relative paths found beside the
     # space file are resolved there.
     path_fields: ClassVar[dict[str, list[str]]] = {}
+    # Config sections added after studies were made with this objective: left out of a space's
+    # fingerprint while at their defaults, so those studies still resume.
+    added_sections: ClassVar[tuple[str, ...]] = ()
 
     def metric(self, name: str) -> Metric | None:
         return next((m for m in self.metrics if m.name == name), None)

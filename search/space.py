@@ -192,9 +192,14 @@ class SearchSpace:
     def fingerprint(self) -> str:
         """Identifies what trials of this space mean: the objective, its fixed config and the
         search section. Trials of two spaces with different fingerprints do not mix."""
+        defaults = self.defaults.model_dump(mode="json")
+        fresh = type(self.defaults)().model_dump(mode="json")
+        for section in self.objective.added_sections:
+            if defaults.get(section) == fresh.get(section):
+                defaults.pop(section, None)
         content = {
             "objective": self.head.objective,
-            "defaults": self.defaults.model_dump(mode="json"),
+            "defaults": defaults,
             "search": {k: v.model_dump(mode="json") for k, v in self.head.search.items()},
         }
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]

@@ -15,6 +15,7 @@ class CausalLMLoRA(Objective):
     name = "causal_lm_lora"
     config_model = CausalLMConfig
     path_fields = CausalLMConfig.path_fields
+    added_sections = ("evaluation",)
     metrics = (
         Metric("eval_loss", "minimize", "validation loss on the answer tokens"),
         Metric("eval_accuracy", "maximize", "greedy answers equal to the reference (after "

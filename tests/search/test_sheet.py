@@ -161,33 +161,31 @@ def test_unknown_rating(written) -> None:
     assert error.value.row == 3
 
 
-def test_row_not_in_the_key(written) -> None:
-    sheet, key, records, keys = written
-    fill(records, keys, PAIRS[:3])
+def _not_in_key(records: list[dict]) -> None:
     records[2]["id"] = "999"
-    write_csv(sheet, records)
-    with pytest.raises(SheetError) as error:
-        read_ratings(sheet, key)
-    assert str(error.value) == f"{sheet}: row 4: id '999' is not in the key {key}"
 
 
-def test_row_rated_twice(written) -> None:
-    sheet, key, records, keys = written
-    fill(records, keys, PAIRS[:3])
+def _rated_twice(records: list[dict]) -> None:
     records[2]["id"] = records[0]["id"]
-    write_csv(sheet, records)
-    with pytest.raises(SheetError, match=r"row 4: id '0' is rated twice"):
-        read_ratings(sheet, key)
 
 
-def test_row_with_one_rating(written) -> None:
-    sheet, key, records, keys = written
-    fill(records, keys, PAIRS[:5])
+def _one_rating(records: list[dict]) -> None:
     records[4]["rating_2"] = "  "
+
+
+@pytest.mark.parametrize(("rated", "spoil", "message"), [
+    (3, _not_in_key, "{sheet}: row 4: id '999' is not in the key {key}"),
+    (3, _rated_twice, "{sheet}: row 4: id '0' is rated twice"),
+    (5, _one_rating, "{sheet}: row 6: only one of the two answers is rated"),
+], ids=["not-in-the-key", "rated-twice", "one-rating"])
+def test_a_bad_row_is_named(written, rated: int, spoil, message: str) -> None:
+    sheet, key, records, keys = written
+    fill(records, keys, PAIRS[:rated])
+    spoil(records)
     write_csv(sheet, records)
     with pytest.raises(SheetError) as error:
         read_ratings(sheet, key)
-    assert str(error.value) == f"{sheet}: row 6: only one of the two answers is rated"
+    assert str(error.value).startswith(message.format(sheet=sheet, key=key))
 
 
 def test_sheet_with_no_rated_row(written) -> None:

@@ -67,3 +67,20 @@ def test_conditional_parameter_needs_an_earlier_parameter(tmp_path: Path) -> Non
     space = load_space(str(space_file))
     # warmup_ratio is inactive under the baseline's linear schedule, so it is not fixed.
     assert space.baseline_params() == {"training.lr_scheduler_type": "linear"}
+
+
+def test_a_space_made_before_the_evaluation_section_keeps_its_fingerprint() -> None:
+    """Studies made before evaluation existed still resume: while the section is at its
+    defaults the fingerprint is the one computed then, over the other sections."""
+    import hashlib
+    import json
+
+    space = load_space("lora.yaml")
+    before = space.defaults.model_dump(mode="json")
+    before.pop("evaluation")
+    content = {"objective": "causal_lm_lora", "defaults": before,
+               "search": {k: v.model_dump(mode="json") for k, v in space.head.search.items()}}
+    then = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+    assert space.fingerprint() == then
+    space.defaults.evaluation.max_eval_examples = 30  # set by the user: part of the space
+    assert space.fingerprint() != then
