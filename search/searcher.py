@@ -128,18 +128,19 @@ class StudySearcher(OptunaSearch):
                 BASELINE: bool(trial.user_attrs.get(BASELINE))}
 
     def _enqueue_grid_point(self) -> bool:
-        """Make sure a grid point waits to be tried: the next one no trial has (the baseline
-        counts); False when every point has one."""
-        def waiting() -> int:
-            return len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-
-        if waiting():
+        """Make sure a grid point waits to be tried: the next one that no trial has tried, is
+        trying or waits to try (the baseline's counts; an interrupted one's does not, so it
+        runs again); False when every point is covered."""
+        trials = self.study.get_trials(deepcopy=False)
+        if any(t.state == TrialState.WAITING for t in trials):
             return True
-        for point in self._grid:
-            self.study.enqueue_trial(point, skip_if_exists=True)
-            if waiting():
-                return True
-        return False
+        covered = [t.params or t.system_attrs.get("fixed_params", {}) for t in trials
+                   if is_counted(t) or t.state == TrialState.RUNNING]
+        point = next((p for p in self._grid if not any(_same(p, c) for c in covered)), None)
+        if point is None:
+            return False
+        self.study.enqueue_trial(point)
+        return True
 
     def interrupt_running(self) -> list[int]:
         """End this launcher's trials that are still running as FAIL "interrupted"."""
@@ -223,3 +224,9 @@ class StudySearcher(OptunaSearch):
                 raise
             logger.debug("sampler post-processing of trial %d: %s", trial.number, error)
         self.mark_finished(trial_id)
+
+
+def _same(point: dict[str, Any], params: dict[str, Any]) -> bool:
+    """Whether a trial's params are this grid point (a parameter its conditions left out
+    matches anything)."""
+    return all(params.get(key, value) == value for key, value in point.items())

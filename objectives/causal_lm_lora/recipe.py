@@ -269,6 +269,10 @@ def _finish(trainer: GenerativeTrainer, prepared: Path, tokenizer, context: Tria
     if best is None or (rows is None and trainer.answer_during_training):
         validation = trainer.evaluate()  # no evaluation yet, or on part of the split only
         best, rows = validation[context.metric], trainer.rows["eval"]
+    if not validation:  # the best evaluation during training: its figures as logged then
+        step = _best_step(trainer)
+        validation = next((entry for entry in trainer.state.log_history
+                           if entry.get("step") == step and "eval_loss" in entry), {})
     if rows is not None:
         write_predictions(context.trial_dir, "validation", rows)
     # Per-layer time, memory and activations of the final model, charted by the report.

@@ -225,3 +225,23 @@ def test_any_broken_space_is_one_line_exit_2_and_changes_no_study(
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
     assert sorted(p.relative_to(studies) for p in studies.rglob("*")) == \
         [Path("kept"), Path("kept/marker")]
+
+
+def test_a_search_for_accuracy_keeps_its_curves_and_prunes_on_them(
+        tmp_path: Path, studies_dir: Path) -> None:
+    space = fake_space(tmp_path, study={"n_trials": 8, "metric": "eval_accuracy",
+                                        "direction": "maximize"})
+    assert launch("--space", str(space))[0] == 0
+    study = load(studies_dir, "fake")
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert pruned and complete
+    # The curves are accuracies (the fake objective's 1 / (1 + loss)), pruned at step 10, and
+    # each pruned trial was below the best accuracy seen at that step.
+    for trial in pruned:
+        assert list(trial.intermediate_values) == [10]
+        assert 0 < trial.intermediate_values[10] < 1
+    best_at_10 = max(t.intermediate_values[10] for t in study.trials)
+    assert all(t.intermediate_values[10] < best_at_10 for t in pruned)
+    assert study.best_trial.value == max(t.value for t in complete)

@@ -167,6 +167,10 @@ def test_evaluations_answer_by_generation_and_the_figures_are_the_predictions(
                for r in evals)
     assert evals[-1]["last_evaluation"] is True and "last_evaluation" not in evals[0]
     assert final["outcome"] == "complete"
+    # The validation figures of the best checkpoint other than the study metric, and the test
+    # split's, end the trial.
+    assert {"eval_loss", "eval_macro_f1", "eval_bleu", "eval_rougeL", "test_loss",
+            "test_accuracy", "test_macro_f1", "test_bleu", "test_rougeL"} <= set(final)
     # The labels were found from the training answers.
     assert json.loads((trial_dir / "labels.json").read_text()) == \
         ["negative", "neutral", "positive"]
