@@ -93,19 +93,6 @@ def score(name: str, references: list[str], predictions: list[str],
     raise ValueError(f"unknown metric '{name}' (known: {', '.join(METRICS)})")
 
 
-def task_metrics(references: list[str], predictions: list[str],
-                 labels: list[str] | None) -> dict[str, float]:
-    """Accuracy and macro-F1 for a closed label set, else BLEU and ROUGE-L."""
-    names = ("accuracy", "macro_f1") if labels is not None else ("bleu", "rougeL")
-    return {name: score(name, references, predictions, labels) for name in names}
-
-
-def correct(references: list[str], predictions: list[str]) -> list[bool]:
-    """Exact match per example, after ``normalize``."""
-    return [normalize(reference) == normalize(prediction)
-            for reference, prediction in zip(references, predictions, strict=True)]
-
-
 def find_labels(answers: list[str], max_labels: int = 20) -> list[str] | None:
     """The closed label set of a task from its training answers, or None for free text.
 
