@@ -141,17 +141,20 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def compare_after_search(url: str, name: str) -> str | None:
-    """The comparison line of the best trial and the untuned default, when both finished
-    with predictions; else None (the summary says why there is no best trial)."""
+    """The comparison line of the best trial and the untuned default, or why there is none;
+    None without a best trial (the summary says so)."""
     from search.comparison import compare, line
     from search.errors import InputError
     from search.storage import resolve_study
+    from search.summary import best_trial
 
     resolved = resolve_study(url, name)
     try:
         result = compare(resolved)
-    except InputError:
-        return None
+    except InputError as error:
+        if best_trial(resolved.study) is None:
+            return None
+        return f"no comparison with the untuned default: {error.problem}"
     if result["a"] == result["b"]:
         return f"the untuned default (trial {result['a']}) is the best trial"
     return line(result)

@@ -245,3 +245,16 @@ def test_a_search_for_accuracy_keeps_its_curves_and_prunes_on_them(
     best_at_10 = max(t.intermediate_values[10] for t in study.trials)
     assert all(t.intermediate_values[10] < best_at_10 for t in pruned)
     assert study.best_trial.value == max(t.value for t in complete)
+
+
+def test_a_search_whose_untuned_default_failed_says_why_there_is_no_comparison(
+        tmp_path: Path, studies_dir: Path) -> None:
+    space = fake_space(tmp_path, study={"n_trials": 2}, sampler={"name": "grid"},
+                       scheduler={"name": "none"}, fake={"behaviour": "raise"},
+                       search={"fake.behaviour": {"type": "categorical",
+                                                  "choices": ["raise", "complete"]}})
+    code, out, err = launch("--space", str(space))
+    assert (code, err) == (0, "")
+    assert out.splitlines()[-1] == ("no comparison with the untuned default: trial 0 is FAIL, "
+                                    "not COMPLETE")
+    assert not (studies_dir / "fake" / "comparison.json").exists()
