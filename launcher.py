@@ -181,14 +181,12 @@ def dashboard_command(args: argparse.Namespace) -> int:
 
 
 def export_command(args: argparse.Namespace) -> int:
-    from search.comparison import study_objective
     from search.storage import resolve_study
 
     resolved = resolve_study(args.target, args.study)
-    objective = study_objective(resolved)
     trial = resolved.finished(resolved.trial(args.trial))
     out = Path(args.out) if args.out else resolved.paths.root / "export"
-    print("\n".join(objective.export(trial, out, {"quantize": args.quantize})))
+    print("\n".join(resolved.objective().export(trial, out, {"quantize": args.quantize})))
     return 0
 
 

@@ -46,6 +46,7 @@ OUT_OF_MEMORY = "out_of_memory"
 # stop a trial there, since its final report follows.
 LAST_EVALUATION = "last_evaluation"
 
+TEST_PREFIX = "test_"  # a final figure on the test split: test_loss, test_accuracy, ...
 PREDICTIONS = "predictions_{split}.jsonl"  # per trial folder: prompt, reference, prediction
 LABELS = "labels.json"  # per trial folder: the closed answer set, where there is one
 

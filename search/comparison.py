@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from objectives import get_objective
 from objectives.base import DataError, Objective, ReportSection, read_predictions
 from search.errors import InputError, from_data
 from search.significance import bootstrap_difference, mcnemar_exact, paired_permutation_p
@@ -24,15 +23,6 @@ from search.summary import baseline_trial, best_trial
 COMPARISON = "comparison.json"
 SPLIT = "test"
 MAX_DISAGREEMENTS = 50  # rows of the report's table of examples the two answer differently
-
-
-def study_objective(resolved: ResolvedStudy) -> Objective:
-    name = resolved.objective_name
-    try:
-        return get_objective(name)
-    except KeyError:
-        raise InputError(resolved.study.study_name, "", f"made by objective {name!r}, which "
-                         "is not installed here") from None
 
 
 def pick_metric(objective: Objective, study_metric: str, asked: str | None) -> str:
@@ -57,9 +47,12 @@ def compare(resolved: ResolvedStudy, a: int | None = None, b: int | None = None,
     """Compare trial ``a`` (default: the best) with ``b`` (default: the untuned default) and
     write comparison.json; returns its content."""
     study = resolved.study
-    objective = study_objective(resolved)
+    objective = resolved.objective()
     name = pick_metric(objective, str(study.user_attrs.get("metric", "")), metric)
     trial_a, trial_b, rows_a, rows_b, labels = _pair(resolved, a, b)
+    labelled = {trial.number: label for trial, label in
+                ((best_trial(study), "best trial {}"), (baseline_trial(study), "untuned default"))
+                if trial is not None}
 
     def score(rows: list[dict[str, str]]) -> float:
         return objective.score(name, rows, labels)
@@ -76,7 +69,8 @@ def compare(resolved: ResolvedStudy, a: int | None = None, b: int | None = None,
     a_value, b_value = score(rows_a), score(rows_b)
     result = {
         "metric": f"{SPLIT}_{name}", "a": trial_a.number, "b": trial_b.number,
-        "a_label": _label(trial_a.number, study), "b_label": _label(trial_b.number, study),
+        "a_label": labelled.get(trial_a.number, "trial {}").format(trial_a.number),
+        "b_label": labelled.get(trial_b.number, "trial {}").format(trial_b.number),
         "a_value": a_value, "b_value": b_value, "difference": a_value - b_value,
         "ci_low": low, "ci_high": high, "confidence": 0.95, "p_value": p_value,
         "n": len(rows_a), "test": test,
@@ -123,14 +117,6 @@ def _rows(resolved: ResolvedStudy, trial) -> tuple[list[dict[str, str]], list[st
         return read_predictions(resolved.paths.folder_of(trial), SPLIT)
     except DataError as error:
         raise from_data(error, resolved.study.study_name) from None
-
-
-def _label(number: int, study) -> str:
-    baseline, best = baseline_trial(study), best_trial(study)
-    if baseline is not None and baseline.number == number:
-        return "untuned default"
-    return f"best trial {number}" if best is not None and best.number == number \
-        else f"trial {number}"
 
 
 def _p(p_value: float) -> str:

@@ -23,9 +23,10 @@ class Outcome:
 def outcome(result: dict[str, Any] | None, error: bool, metric: str) -> Outcome:
     """How the trial ends in the study.
 
-    - last report says COMPLETE with a finite value: COMPLETE with that value;
-    - last report says "pruned" (e.g. non-finite loss): PRUNED with its reason;
-    - last report says "failed" (the objective raised): FAIL with the error's summary;
+    - last report's outcome is COMPLETE with a finite value: COMPLETE with that value;
+    - PRUNED (it stopped itself, e.g. on a non-finite loss): PRUNED with its reason;
+    - FAILED (the objective raised): FAIL with the error's summary;
+    - any other outcome: FAIL, naming it;
     - reports but no last one: the scheduler stopped it, PRUNED;
     - Ray gave up on the worker (it died more often than allowed): FAIL;
     - no report at all: FAIL, it never evaluated.

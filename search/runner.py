@@ -27,7 +27,7 @@ from search.heartbeat import (
 )
 from search.progress import Progress
 from search.samplers import build_sampler
-from search.schedulers import build_scheduler
+from search.schedulers import BASELINE, build_scheduler
 from search.searcher import StudySearcher
 from search.space import SearchSpace
 from search.storage import (
@@ -172,7 +172,7 @@ def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
         study.set_user_attr("objective", space.head.objective)
         study.set_user_attr("metric", space.head.study.metric)
         # The untuned configuration runs first, so the search has something to beat.
-        study.enqueue_trial(space.baseline_params(), user_attrs={"baseline": True})
+        study.enqueue_trial(space.baseline_params(), user_attrs={BASELINE: True})
     else:
         interrupted = fail_interrupted(storage, request.study_name)
         if interrupted:

@@ -2,7 +2,7 @@
 
 The grid is not Optuna's GridSampler, which knows nothing of the untuned baseline (enqueued
 first) and picks a point it already ran: here each grid point but the baseline's is enqueued
-once (see search.runner), in file order, and the sampler only ever replays enqueued points.
+once (see search.searcher), in file order, and the sampler only ever replays enqueued points.
 """
 
 from __future__ import annotations

@@ -16,11 +16,11 @@ from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from objectives.base import OUTCOME, STEP, finite
+from objectives.base import OUTCOME, STEP, TEST_PREFIX, finite
 from search.distributions import DefineByRun, grid_points
 from search.heartbeat import INTERRUPTED, Heartbeat, NoHeartbeat, fail_interrupted, is_counted
 from search.outcome import outcome
@@ -30,7 +30,6 @@ from search.storage import StudyPaths
 
 logger = logging.getLogger(__name__)
 RECOUNT_S = 2  # how often a launcher waiting on other launchers' trials looks again
-TEST_PREFIX = "test_"  # final metrics on the test split, kept as user attributes
 
 
 class StudySearcher(OptunaSearch):
@@ -106,7 +105,7 @@ class StudySearcher(OptunaSearch):
             fail_interrupted(self.storage, self.study.study_name)
             self._next_count = time.monotonic() + RECOUNT_S
             return None
-        if self._grid is not None and not self._enqueue_grid_point():
+        if self._grid is not None and not self._enqueue_grid_point(trials):
             return Searcher.FINISHED
         with warnings.catch_warnings():
             # The untuned baseline runs with its fixed values, which a float or int range need
@@ -127,11 +126,10 @@ class StudySearcher(OptunaSearch):
         return {"trial_number": trial.number, "params": params, "overrides": overrides,
                 BASELINE: bool(trial.user_attrs.get(BASELINE))}
 
-    def _enqueue_grid_point(self) -> bool:
-        """Make sure a grid point waits to be tried: the next one that no trial has tried, is
-        trying or waits to try (the baseline's counts; an interrupted one's does not, so it
-        runs again); False when every point is covered."""
-        trials = self.study.get_trials(deepcopy=False)
+    def _enqueue_grid_point(self, trials: list[FrozenTrial]) -> bool:
+        """Make sure a grid point waits to be tried: the next one that no trial of the study
+        (``trials``) has tried, is trying or waits to try (the baseline's counts; an
+        interrupted one's does not, so it runs again); False when every point is covered."""
         if any(t.state == TrialState.WAITING for t in trials):
             return True
         covered = [t.params or t.system_attrs.get("fixed_params", {}) for t in trials

@@ -15,7 +15,8 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from objectives.base import FinishedTrial
+from objectives import get_objective
+from objectives.base import FinishedTrial, Objective
 from search.errors import InputError, closest
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
@@ -159,10 +160,14 @@ class ResolvedStudy:
     study: optuna.Study
     paths: StudyPaths  # the study's folder: trials, report, export, comparison
 
-    @property
-    def objective_name(self) -> str | None:
-        """The objective that made the study (None for a study made elsewhere)."""
-        return self.study.user_attrs.get("objective")
+    def objective(self) -> Objective:
+        """The objective that made the study (its ``objective`` user attribute)."""
+        name = self.study.user_attrs.get("objective")
+        try:
+            return get_objective(name)
+        except KeyError:
+            raise InputError(self.study.study_name, "", f"made by objective {name!r}, which "
+                             "is not installed here") from None
 
     def trial(self, number: int | None) -> FrozenTrial:
         """A COMPLETE trial by number; None: the best one."""

@@ -8,6 +8,7 @@ import math
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from objectives.base import TEST_PREFIX
 from search.space import SearchSpace
 from search.storage import StudyPaths, default_url, mask
 
@@ -32,7 +33,7 @@ def trial_score(trial: FrozenTrial, minimize: bool) -> float | None:
 def test_figures(trial: FrozenTrial) -> str:
     """The test-split metrics a trial recorded, as 'test_accuracy 0.8750, ...'."""
     return ", ".join(f"{key} {value:.4f}" for key, value in sorted(trial.user_attrs.items())
-                     if key.startswith("test_") and isinstance(value, (int, float)))
+                     if key.startswith(TEST_PREFIX) and isinstance(value, (int, float)))
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:

@@ -13,6 +13,15 @@ from objectives.causal_lm_lora.data import IGNORE_INDEX
 ANSWER_METRICS = ("accuracy", "macro_f1", "bleu", "rougeL")
 
 
+def answer_metric(key: str) -> str | None:
+    """The answer metric a reported key names (eval_accuracy, test_bleu: accuracy, bleu), or
+    None for any other key."""
+    for prefix in ("eval_", "test_"):
+        if key.startswith(prefix) and key[len(prefix):] in ANSWER_METRICS:
+            return key[len(prefix):]
+    return None
+
+
 def _answer_start(row: dict[str, list[int]]) -> int:
     return next((i for i, label in enumerate(row["labels"]) if label != IGNORE_INDEX),
                 len(row["labels"]))

@@ -99,8 +99,7 @@ class _ReportEvaluations(TrainerCallback):
             "eval_loss": loss,
             "perplexity": math.exp(min(loss, 50.0)),
             "train_loss": _last_train_loss(state),
-            **{k: v for k, v in metrics.items()
-               if k.removeprefix("eval_") in generation.ANSWER_METRICS},
+            **{k: v for k, v in metrics.items() if generation.answer_metric(k)},
         }
         # The last evaluation is followed by the final one: no scheduler may stop it here.
         if state.global_step >= state.max_steps or control.should_training_stop:
@@ -129,7 +128,7 @@ def _last_train_loss(state) -> float:
 class GenerativeTrainer(Trainer):
     """A Trainer whose evaluations also answer the split's prompts greedily and add the task
     metrics (``eval_accuracy``, ...) to the loss, before callbacks and model selection see
-    them. ``splits`` maps a metric prefix (eval, test) to its prepared split name."""
+    them. Evaluations with the prefix eval answer the validation split, test the test one."""
 
     def __init__(self, *args, prepared: Path, evaluation: EvaluationSection,
                  answer_during_training: bool, tokenizer, **kwargs) -> None:
@@ -142,6 +141,15 @@ class GenerativeTrainer(Trainer):
         self.final = False  # set for the evaluations after training: whole splits
         self.rows: dict[str, list[dict[str, str]]] = {}  # prefix -> rows of its last answers
         self.rows_at_step: dict[int, list[dict[str, str]]] = {}  # whole-split validation rows
+        self._splits: dict[str, tuple[list[dict[str, str]], list[list[int]]]] = {}
+
+    def _split(self, name: str) -> tuple[list[dict[str, str]], list[list[int]]]:
+        """A split's prompts and references, and its prompts' token ids, read once."""
+        if name not in self._splits:
+            self._splits[name] = (data.load_texts(self.prepared, name),
+                                  [generation.prompt_ids(row)
+                                   for row in data.load_split(self.prepared, name)])
+        return self._splits[name]
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None,
                         ignore_keys=None, metric_key_prefix="eval"):
@@ -151,8 +159,8 @@ class GenerativeTrainer(Trainer):
         if split is None or not (self.final or self.answer_during_training):
             return output
         limit = None if self.final else self.evaluation.max_eval_examples
-        texts = data.load_texts(self.prepared, split)[:limit]
-        prompts = [generation.prompt_ids(row) for row in data.load_split(self.prepared, split)]
+        texts, prompts = self._split(split)
+        texts = texts[:limit]
         answers = generation.generate(self.model, self.answer_tokenizer, prompts[:len(texts)],
                                       self.max_new_tokens,
                                       self.args.per_device_eval_batch_size)
@@ -184,7 +192,7 @@ def run(config: CausalLMConfig, context: TrialContext, prepared: Path) -> None:
 
     cuda = torch.cuda.is_available()
     checkpoints = context.trial_dir / "checkpoints"
-    answer_metric = context.metric.removeprefix("eval_") in generation.ANSWER_METRICS
+    answer_metric = generation.answer_metric(context.metric) is not None
     args = TrainingArguments(
         output_dir=str(checkpoints),
         learning_rate=train_cfg.learning_rate,
@@ -285,8 +293,7 @@ def _finish(trainer: GenerativeTrainer, prepared: Path, tokenizer, context: Tria
     trainer.model.save_pretrained(context.trial_dir / "adapter")
     tokenizer.save_pretrained(context.trial_dir / "adapter")
     final = {k: v for k, v in {**validation, **test}.items()
-             if k.removeprefix("eval_").removeprefix("test_") in (*generation.ANSWER_METRICS,
-                                                                   "loss")}
+             if k in ("eval_loss", "test_loss") or generation.answer_metric(k)}
     final.pop(context.metric, None)
     loss = final.get("eval_loss", best if context.metric == "eval_loss" else None)
     if loss is not None:
