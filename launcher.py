@@ -50,14 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
                            "with no login")
     dashboard.add_argument("--port", type=int, default=8080)
 
-    export = commands.add_parser("export", help="export a study's best trial for Ollama")
+    export = commands.add_parser(
+        "export", help="export a study's best trial: for Ollama, or a merged classifier")
     export.add_argument("target", metavar="STUDY_OR_STORAGE_URL",
                         help="a study name (its folder under studies/) or an Optuna storage URL")
     export.add_argument("--study", help="the study in that storage, when it holds several")
     export.add_argument("--trial", type=int, help="trial number (default: the best complete one)")
     export.add_argument("--out", help="output folder (default: studies/<study>/export)")
-    export.add_argument("--quantize", default="f16",
-                        help="GGUF weight type: f16, or q8_0 (8-bit, about half the size)")
+    export.add_argument("--quantize",
+                        help="GGUF weight type of a causal LM: f16 (default), or q8_0 (8-bit, "
+                        "about half the size); a classifier exports as safetensors")
 
     compare = commands.add_parser(
         "compare", help="is trial A really better than B? a paired test on the test split")
@@ -132,18 +134,19 @@ def run_command(args: argparse.Namespace) -> int:
     paths = StudyPaths.for_study(name)
     result = run_search(request, paths)
     save_best(result.study, space, paths)
-    comparison = compare_after_search(result.storage_url, name)
+    comparisons = compare_after_search(result.storage_url, name)
     write_report(result.storage_url, name, paths.root / "report.html")
     print("\n".join(summary_lines(result.study, space, paths, result.storage_url)))
-    if comparison:
-        print(comparison)
+    if comparisons:
+        print("\n".join(comparisons))
     return 0
 
 
-def compare_after_search(url: str, name: str) -> str | None:
-    """The comparison line of the best trial and the untuned default, or why there is none;
-    None without a best trial (the summary says so)."""
-    from search.comparison import compare, line
+def compare_after_search(url: str, name: str) -> list[str]:
+    """The comparison lines of the best trial and the untuned default (the study metric's
+    last, after its label-metric companion), or why there are none; none without a best
+    trial (the summary says so)."""
+    from search.comparison import companion, compare, line
     from search.errors import InputError
     from search.storage import resolve_study
     from search.summary import best_trial
@@ -153,11 +156,15 @@ def compare_after_search(url: str, name: str) -> str | None:
         result = compare(resolved)
     except InputError as error:
         if best_trial(resolved.study) is None:
-            return None
-        return f"no comparison with the untuned default: {error.problem}"
+            return []
+        return [f"no comparison with the untuned default: {error.problem}"]
     if result["a"] == result["b"]:
-        return f"the untuned default (trial {result['a']}) is the best trial"
-    return line(result)
+        return [f"the untuned default (trial {result['a']}) is the best trial"]
+    lines = [line(result)]
+    other = companion(resolved.objective(), result["metric"])
+    if other:
+        lines.insert(0, line(compare(resolved, metric=other, save=False)))
+    return lines
 
 
 def report_command(args: argparse.Namespace) -> int:

@@ -130,13 +130,13 @@ def _swapped(owner: Any, name: str, value: Any):
 def objective_trial(space, config, folder: Path, number: int) -> dict[str, Any]:
     """One trial of the objective as a worker's first: the base model is loaded anew."""
     from objectives.base import Reporter, TrialContext
-    from objectives.causal_lm_lora import recipe
+    from objectives.trainer import forget_base_model
 
     class Quiet(Reporter):
         def report(self, metrics: dict[str, Any]) -> None:
             pass
 
-    recipe._BASE_MODELS.clear()
+    forget_base_model()
     trial_dir = folder / f"{number:04d}"
     trial_dir.mkdir(parents=True)
     study = space.head.study
@@ -171,7 +171,8 @@ def bare_loop(space, config, prepared: Path, steps: int, threads: int) -> dict[s
     )
 
     from objectives.causal_lm_lora import data as sft_data
-    from objectives.causal_lm_lora.config import model_config, model_path, module_names
+    from objectives.causal_lm_lora.config import model_config, model_path
+    from objectives.sections import module_names
 
     torch.set_num_threads(threads)
     train = config.training

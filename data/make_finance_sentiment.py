@@ -9,6 +9,10 @@ Writes two files next to this script:
   built from the same vocabulary, for briefly pre-training a tiny language
   model. It contains no sentiment label words, no instruction text and no
   headline (or fragment of one) that appears in the jsonl file.
+* ``finance_sentiment.csv`` - the same 1200 headlines as ``text,label`` rows, for
+  the sequence-classification objective.
+* ``finance_sentiment_imbalanced.csv`` - 540 of them at neutral : positive :
+  negative = 6 : 2 : 1 (360, 120, 60), for focal loss and class weights.
 
 Everything is built from templates with ``random.Random(SEED)``, using only
 the standard library, so running the script twice gives byte-identical files.
@@ -20,6 +24,7 @@ Run it from the repository root:
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 import re
@@ -35,6 +40,9 @@ MIN_WORDS, MAX_WORDS = 6, 16
 OUT_DIR = Path(__file__).resolve().parent
 JSONL_PATH = OUT_DIR / "finance_sentiment.jsonl"
 CORPUS_PATH = OUT_DIR / "finance_news.txt"
+CSV_PATH = OUT_DIR / "finance_sentiment.csv"
+IMBALANCED_PATH = OUT_DIR / "finance_sentiment_imbalanced.csv"
+IMBALANCED = {"neutral": 360, "positive": 120, "negative": 60}  # 6 : 2 : 1
 
 INSTRUCTION = (
     "Classify the sentiment of this financial news headline as positive, negative or neutral."
@@ -386,9 +394,25 @@ def main(seed: int = SEED) -> None:
     with CORPUS_PATH.open("w", encoding="ascii", newline="\n") as f:
         f.write("\n".join(corpus) + "\n")
 
+    write_csv(CSV_PATH, rows)
+    # Its own generator, so the files above stay as they were.
+    picked = random.Random(seed + 1).sample(rows, len(rows))
+    taken = {label: [r for r in picked if r["output"] == label][:n]
+             for label, n in IMBALANCED.items()}
+    imbalanced = [r for r in rows if r in sum(taken.values(), [])]
+    write_csv(IMBALANCED_PATH, imbalanced)
+
     counts = {label: sum(row["output"] == label for row in rows) for label in LABELS}
-    print(f"wrote {len(rows)} examples to {JSONL_PATH.name} {counts}")
+    print(f"wrote {len(rows)} examples to {JSONL_PATH.name} and {CSV_PATH.name} {counts}")
+    print(f"wrote {len(imbalanced)} examples to {IMBALANCED_PATH.name} {IMBALANCED}")
     print(f"wrote {len(corpus)} lines to {CORPUS_PATH.name}")
+
+
+def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
+    with path.open("w", encoding="ascii", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["text", "label"])
+        writer.writerows([row["input"], row["output"]] for row in rows)
 
 
 if __name__ == "__main__":

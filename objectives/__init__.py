@@ -12,6 +12,8 @@ __all__ = ["DEFAULT_OBJECTIVE", "OBJECTIVES", "Objective", "Reporter", "TrialCon
 # name -> "module:Class"; imported on use so a space that does not use one does not pay for it.
 OBJECTIVES = {
     "causal_lm_lora": "objectives.causal_lm_lora:CausalLMLoRA",
+    "sequence_classification_lora":
+        "objectives.sequence_classification_lora:SequenceClassificationLoRA",
 }
 DEFAULT_OBJECTIVE = "causal_lm_lora"  # what a space without an objective key trains
 

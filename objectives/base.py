@@ -46,6 +46,9 @@ OUT_OF_MEMORY = "out_of_memory"
 # stop a trial there, since its final report follows.
 LAST_EVALUATION = "last_evaluation"
 
+# On a final report: a JSON object of figures that are not numbers (per-class tables, a
+# confusion matrix), stored as the trial's attributes under their own names.
+ATTRS = "attrs"
 TEST_PREFIX = "test_"  # a final figure on the test split: test_loss, test_accuracy, ...
 PREDICTIONS = "predictions_{split}.jsonl"  # per trial folder: prompt, reference, prediction
 LABELS = "labels.json"  # per trial folder: the closed answer set, where there is one
@@ -134,10 +137,13 @@ class TrialContext:
             out.write(json.dumps(clean, allow_nan=True) + "\n")
         self.reporter.report(clean)
 
-    def complete(self, value: float, *, step: int, **metrics: Any) -> None:
+    def complete(self, value: float, *, step: int, attrs: dict[str, Any] | None = None,
+                 **metrics: Any) -> None:
         """End the trial: ``value`` is the study metric's final value (a non-finite one ends
-        it PRUNED), ``metrics`` the rest (test-split figures, costs)."""
-        self.report({**metrics, self.metric: value, STEP: step, OUTCOME: COMPLETE})
+        it PRUNED), ``metrics`` the rest (test-split figures, costs), ``attrs`` figures kept
+        as the trial's attributes that are not numbers (any JSON value)."""
+        extra = {ATTRS: json.dumps(attrs, allow_nan=False)} if attrs else {}
+        self.report({**metrics, **extra, self.metric: value, STEP: step, OUTCOME: COMPLETE})
 
     def prune(self, reason: str, *, step: int) -> None:
         """End the trial early by its own decision."""

@@ -93,6 +93,16 @@ def score(name: str, references: list[str], predictions: list[str],
     raise ValueError(f"unknown metric '{name}' (known: {', '.join(METRICS)})")
 
 
+def score_rows(name: str, rows: list[dict[str, str]], labels: list[str] | None) -> float:
+    """One metric of prediction rows (``reference`` and ``prediction`` each). Without a closed
+    label set, macro-F1 is over the distinct references."""
+    references = [r["reference"] for r in rows]
+    predictions = [r["prediction"] for r in rows]
+    if name == "macro_f1" and labels is None:
+        labels = sorted({normalize(r) for r in references})
+    return score(name, references, predictions, labels)
+
+
 def find_labels(answers: list[str], max_labels: int = 20) -> list[str] | None:
     """The closed label set of a task from its training answers, or None for free text.
 

@@ -22,6 +22,8 @@ from search.summary import baseline_trial, best_trial
 
 COMPARISON = "comparison.json"
 SPLIT = "test"
+# Label metrics read together: a search on one also tests the other.
+COMPANIONS = {"accuracy": "macro_f1", "macro_f1": "accuracy"}
 MAX_DISAGREEMENTS = 50  # rows of the report's table of examples the two answer differently
 
 
@@ -42,10 +44,18 @@ def pick_metric(objective: Objective, study_metric: str, asked: str | None) -> s
     return study if study in from_predictions else from_predictions[0]
 
 
+def companion(objective: Objective, compared: str) -> str | None:
+    """The label metric read beside ``compared`` (test_accuracy or test_macro_f1), when the
+    objective computes it from predictions: the search's summary tests both."""
+    other = COMPANIONS.get(compared.removeprefix(f"{SPLIT}_"))
+    metric = objective.metric(f"eval_{other}") if other else None
+    return other if metric is not None and metric.per_example else None
+
+
 def compare(resolved: ResolvedStudy, a: int | None = None, b: int | None = None,
-            metric: str | None = None, seed: int = 0) -> dict[str, Any]:
+            metric: str | None = None, seed: int = 0, save: bool = True) -> dict[str, Any]:
     """Compare trial ``a`` (default: the best) with ``b`` (default: the untuned default) and
-    write comparison.json; returns its content."""
+    (with ``save``) write comparison.json; returns its content."""
     study = resolved.study
     objective = resolved.objective()
     name = pick_metric(objective, str(study.user_attrs.get("metric", "")), metric)
@@ -80,10 +90,10 @@ def compare(resolved: ResolvedStudy, a: int | None = None, b: int | None = None,
             for x, y in zip(rows_a, rows_b, strict=True) if x["prediction"] != y["prediction"]
         ][:MAX_DISAGREEMENTS],
     }
-    resolved.paths.root.mkdir(parents=True, exist_ok=True)
-    (resolved.paths.root / COMPARISON).write_text(json.dumps(result, indent=2,
-                                                             ensure_ascii=False),
-                                                  encoding="utf-8")
+    if save:
+        resolved.paths.root.mkdir(parents=True, exist_ok=True)
+        (resolved.paths.root / COMPARISON).write_text(
+            json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
     return result
 
 

@@ -9,6 +9,7 @@ artefact folder as user attributes.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import warnings
@@ -20,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from objectives.base import OUTCOME, STEP, TEST_PREFIX, finite
+from objectives.base import ATTRS, OUTCOME, STEP, TEST_PREFIX, finite
 from search.distributions import DefineByRun, grid_points
 from search.heartbeat import INTERRUPTED, Heartbeat, NoHeartbeat, fail_interrupted, is_counted
 from search.outcome import outcome
@@ -202,6 +203,8 @@ class StudySearcher(OptunaSearch):
             trial.set_user_attr("node_ip", result["node_ip"])  # Ray adds it to every result
         if ended.state == TrialState.COMPLETE:
             for key, value in self._final_metrics(result).items():
+                trial.set_user_attr(key, value)
+            for key, value in json.loads(result.get(ATTRS) or "{}").items():
                 trial.set_user_attr(key, value)
         if ended.reason:
             key = "fail_reason" if ended.state == TrialState.FAIL else "prune_reason"

@@ -121,7 +121,8 @@ class FakeObjective(Objective):
         (context.trial_dir / "weights.json").write_text(json.dumps(config.model_dump()))
         value = final if context.metric == "eval_loss" else 1 / (1 + final)
         context.complete(value if fake.behaviour != "nan" else math.nan, step=step,
-                         test_loss=final, test_accuracy=right / 10)
+                         test_loss=final, test_accuracy=right / 10,
+                         attrs={"test_confusion_matrix": [[0, 0], [10 - right, right]]})
 
     def save_best(self, trial_dir: Path, best_dir: Path) -> None:
         best_dir.mkdir(parents=True, exist_ok=True)

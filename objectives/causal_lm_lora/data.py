@@ -8,10 +8,7 @@ so only the answer carries loss.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import random
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +16,7 @@ import torch
 
 from objectives.base import LABELS, DataError
 from objectives.metrics import find_labels
+from objectives.splits import cache_key, split_by_fractions, write_atomic, write_json
 
 SPLITS = ("train", "validation", "test")
 IGNORE_INDEX = -100  # the label value transformers' loss skips
@@ -81,18 +79,8 @@ def split_examples(
     source: Path,
 ) -> dict[str, list[list[dict[str, str]]]]:
     """A deterministic train / validation / test split with no example in two splits."""
-    unique = list({json.dumps(c, sort_keys=True): c for c in conversations}.values())
-    random.Random(seed).shuffle(unique)
-    n_val = round(len(unique) * validation_fraction)
-    n_test = round(len(unique) * test_fraction)
-    if n_val < 1 or n_test < 1 or len(unique) - n_val - n_test < 1:
-        raise DataError("data.path", f"{len(unique)} distinct examples are too few to split "
-                        "into train, validation and test", source=source)
-    return {
-        "validation": unique[:n_val],
-        "test": unique[n_val:n_val + n_test],
-        "train": unique[n_val + n_test:],
-    }
+    return split_by_fractions(conversations, lambda c: json.dumps(c, sort_keys=True),
+                              validation_fraction, test_fraction, seed, source)
 
 
 def tokenize(messages: list[dict[str, str]], tokenizer, max_length: int) -> dict[str, list[int]]:
@@ -110,15 +98,6 @@ def tokenize(messages: list[dict[str, str]], tokenizer, max_length: int) -> dict
     return {"input_ids": full_ids[overflow:], "labels": labels[overflow:]}
 
 
-def cache_key(data_path: Path, tokenizer_dir: Path, settings: dict[str, Any]) -> str:
-    """Prepared data is reused while the data, the tokenizer and the split settings match."""
-    digest = hashlib.sha256(data_path.read_bytes())
-    for name in sorted(p.name for p in tokenizer_dir.glob("tokenizer*")):
-        digest.update((tokenizer_dir / name).read_bytes())
-    digest.update(json.dumps(settings, sort_keys=True).encode())
-    return digest.hexdigest()[:16]
-
-
 def prepare(
     data_path: Path, tokenizer, tokenizer_dir: Path, settings: dict[str, Any], root: Path,
     labels: list[str] | None = None,
@@ -130,7 +109,7 @@ def prepare(
     set (``labels.json``: ``labels`` when given, else found from the training answers, else
     null for free text).
     """
-    out = root / cache_key(data_path, tokenizer_dir, {**settings, "labels": labels,
+    out = root / cache_key([data_path], tokenizer_dir, {**settings, "labels": labels,
                                                       "layout": 2})
     if (out / "train.pt").is_file():
         return out
@@ -140,22 +119,15 @@ def prepare(
     )
     out.mkdir(parents=True, exist_ok=True)
     found = labels or find_labels([c[-1]["content"] for c in splits["train"]])
-    _write_atomic(out / LABELS, lambda tmp: tmp.write_text(json.dumps(found), encoding="utf-8"))
+    write_json(out / LABELS, found)
     for name in ("validation", "test"):
         texts = [{"prompt": c[-2]["content"], "reference": c[-1]["content"]}
                  for c in splits[name]]
-        _write_atomic(out / f"{name}.texts.json", lambda tmp, t=texts: tmp.write_text(
-            json.dumps(t, ensure_ascii=False), encoding="utf-8"))
+        write_json(out / f"{name}.texts.json", texts)
     for name in ("validation", "test", "train"):  # train last: its file marks a full cache
         rows = [tokenize(m, tokenizer, settings["max_length"]) for m in splits[name]]
-        _write_atomic(out / f"{name}.pt", lambda tmp, r=rows: torch.save(r, tmp))
+        write_atomic(out / f"{name}.pt", lambda tmp, r=rows: torch.save(r, tmp))
     return out
-
-
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}")  # launchers sharing a study race
-    write(tmp)
-    tmp.replace(path)  # atomic: a reader never sees half a file
 
 
 def load_split(prepared: Path, name: str) -> list[dict[str, list[int]]]:

@@ -13,29 +13,27 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
 import importlib.util
 import io
 import json
 import math
 import re
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any
 
 import gguf
 import numpy as np
 import torch
-import yaml
 from gguf import GGMLQuantizationType, LlamaFileType
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from transformers.utils import logging as transformers_logging
 
+from objectives.adapter import clear_earlier_export, file_listing, saved_adapter, trial_config
 from objectives.base import DataError, FinishedTrial
 from objectives.causal_lm_lora import data
 from objectives.causal_lm_lora.config import CausalLMConfig, model_config, model_path
+from objectives.trainer import quiet_transformers
 
 SUPPORTED_ARCHITECTURES = ("llama",)
 # name -> (type of 2-D tensors, file type recorded in the header)
@@ -91,11 +89,8 @@ def export_trial(
     sampling = _sampling_parameters(parameters)
     trial_dir = trial.trial_dir
     study_dir = trial_dir.parent.parent
-    adapter_dir = trial_dir / "adapter"
-    if not (adapter_dir / "adapter_config.json").is_file():
-        raise DataError("adapter", f"trial {trial.number} has no saved adapter (it did not "
-                        "finish, or its folder was removed)", source=trial_dir)
-    config = _trial_config(trial_dir)
+    adapter_dir = saved_adapter(trial)
+    config = trial_config(trial_dir, CausalLMConfig)
     base_path = model_path(config)
     hf_config = model_config(config, base_path)
     _check_supported(hf_config, base_path)
@@ -111,7 +106,7 @@ def export_trial(
     out = Path(out_dir).resolve() if out_dir else study_dir / "export"
     name = _model_name(trial.study_name, trial.number)
     gguf_name = f"{name}-{quantize}.gguf"
-    _clear_earlier_export(out)
+    clear_earlier_export(out)
     out.mkdir(parents=True)
     shutil.copytree(adapter_dir, out / "adapter")
 
@@ -146,7 +141,6 @@ def export_trial(
               **_round_trip(out, gguf_name, merged, merged_logits, tokenizer, prompt_ids,
                             examples, quantize)}
 
-    files = sorted(p for p in out.rglob("*") if p.is_file())
     result = {
         "study": trial.study_name,
         "trial": trial.number,
@@ -161,8 +155,7 @@ def export_trial(
         "held_out_prompts": len(prompt_ids),
         "checks": checks,
         "passed": all(check["passed"] for check in checks.values()),
-        "files": {str(p.relative_to(out)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-                  for p in files},
+        "files": file_listing(out),
     }
     (out / "export.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     if not result["passed"]:
@@ -170,13 +163,6 @@ def export_trial(
         raise RuntimeError(f"export round trip failed ({', '.join(failed)}); see "
                            f"{out / 'export.json'}")
     return result
-
-
-def quiet_transformers() -> None:
-    """No progress bars and no deprecation notices of transformers' own code on stderr: the
-    user reads every line there as a problem of theirs."""
-    transformers_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
@@ -208,15 +194,6 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
 
 def _bad(source: str | Path, field: str, problem: str) -> DataError:
     return DataError(field, problem, source=source)
-
-
-def _trial_config(trial_dir: Path) -> CausalLMConfig:
-    path = trial_dir / "config.yaml"
-    if not path.is_file():
-        raise _bad(trial_dir, "config.yaml", "the trial's resolved config is missing")
-    resolved = yaml.safe_load(path.read_text(encoding="utf-8"))
-    sections = {k: v for k, v in resolved.items() if k in CausalLMConfig.model_fields}
-    return CausalLMConfig.model_validate(sections)
 
 
 def _check_supported(config, base_path: str) -> None:
@@ -261,19 +238,6 @@ def _sampling_parameters(parameters: dict[str, Any] | None) -> dict[str, Any]:
 def _model_name(study: str, number: int) -> str:
     # Ollama model names: lower-case letters, digits, '-', '_' and '.'.
     return re.sub(r"[^a-z0-9._-]", "-", f"{study.lower()}-trial{number}")
-
-
-def _clear_earlier_export(out: Path) -> None:
-    """An earlier export is replaced whole, so no file of another trial stays; a folder that
-    holds anything else is left alone."""
-    if not out.exists():
-        return
-    if out.is_dir() and (not any(out.iterdir()) or (out / "Modelfile").is_file()
-                         or (out / "export.json").is_file()):
-        shutil.rmtree(out)
-        return
-    raise _bad("--out", "", f"{out} exists and is not an earlier export; "
-                     "choose an empty or new folder")
 
 
 def _held_out(config: CausalLMConfig) -> list[list[dict[str, str]]]:
@@ -590,11 +554,3 @@ def _modelfile(source: str, adapter: str | None, tokenizer, sampling: dict[str, 
     lines += [f'PARAMETER {key} "{value}"' if isinstance(value, str) else f"PARAMETER {key} {value}"
               for key, value in {"num_ctx": context, **sampling}.items()]
     return "\n".join(lines) + "\n"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

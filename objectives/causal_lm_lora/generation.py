@@ -66,15 +66,5 @@ def generate(model, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int
     return answers
 
 
-def score(name: str, rows: list[dict[str, str]], labels: list[str] | None) -> float:
-    """One of ANSWER_METRICS over prediction rows. Without a closed label set, macro-F1 is
-    over the distinct reference answers."""
-    references = [r["reference"] for r in rows]
-    predictions = [r["prediction"] for r in rows]
-    if name == "macro_f1" and labels is None:
-        labels = sorted({metrics.normalize(r) for r in references})
-    return metrics.score(name, references, predictions, labels)
-
-
 def answer_metrics(rows: list[dict[str, str]], labels: list[str] | None) -> dict[str, float]:
-    return {name: score(name, rows, labels) for name in ANSWER_METRICS}
+    return {name: metrics.score_rows(name, rows, labels) for name in ANSWER_METRICS}

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
-from objectives.base import DataError, FinishedTrial, Metric, Objective, ReportSection
+from objectives.adapter import AdapterObjective
+from objectives.base import DataError, FinishedTrial, Metric, ReportSection
 from objectives.causal_lm_lora.config import CausalLMConfig, model_config, model_path
 
 
-class CausalLMLoRA(Objective):
+class CausalLMLoRA(AdapterObjective):
     name = "causal_lm_lora"
     config_model = CausalLMConfig
     path_fields = CausalLMConfig.path_fields
@@ -26,9 +25,6 @@ class CausalLMLoRA(Objective):
         Metric("eval_rougeL", "maximize", "mean ROUGE-L F1 of the answers", per_example=True),
     )
 
-    def max_steps(self, config: CausalLMConfig) -> int | None:
-        return config.training.max_steps if config.training.max_steps > 0 else None
-
     def check(self, config: CausalLMConfig) -> None:
         path = model_path(config)  # raises DataError naming model.name_or_path
         try:
@@ -37,16 +33,6 @@ class CausalLMLoRA(Objective):
             raise DataError("model.name_or_path", str(error).splitlines()[0]) from None
         except ValueError as error:
             raise DataError("model.config_overrides", str(error)) from None
-
-    def oom_retry(self, config: CausalLMConfig) -> dict[str, Any] | None:
-        """Half the per-device batch, twice the accumulation: the same effective batch."""
-        batch = config.training.per_device_train_batch_size
-        if batch < 2:
-            return None
-        return {
-            "training.per_device_train_batch_size": batch // 2,
-            "training.gradient_accumulation_steps": config.training.gradient_accumulation_steps * 2,
-        }
 
     def check_data(self, config: CausalLMConfig) -> None:
         from objectives.causal_lm_lora import data
@@ -76,17 +62,6 @@ class CausalLMLoRA(Objective):
 
         recipe.run(config, context, self.prepared(config, context.prepared_dir))
 
-    def save_best(self, trial_dir: Path, best_dir: Path) -> None:
-        # Copied aside, then swapped in: launchers sharing a study may both finish at once.
-        staged = best_dir.with_name(f".{best_dir.name}.{uuid.uuid4().hex}")
-        shutil.copytree(trial_dir / "adapter", staged)
-        shutil.copy2(trial_dir / "config.yaml", staged / "config.yaml")
-        shutil.rmtree(best_dir, ignore_errors=True)
-        try:
-            staged.rename(best_dir)
-        except OSError:  # the other launcher's copy of the same best trial got there first
-            shutil.rmtree(staged)
-
     def export(self, trial: FinishedTrial, out_dir: Path | None,
                options: dict[str, Any]) -> list[str]:
         from objectives.causal_lm_lora import export
@@ -101,8 +76,9 @@ class CausalLMLoRA(Objective):
         return [layer_profile_section(best)]
 
     def score(self, metric: str, rows: list[dict[str, str]], labels: list[str] | None) -> float:
+        from objectives import metrics
         from objectives.causal_lm_lora import generation
 
         if metric not in generation.ANSWER_METRICS:
             raise KeyError(metric)
-        return generation.score(metric, rows, labels)
+        return metrics.score_rows(metric, rows, labels)

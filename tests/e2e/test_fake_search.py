@@ -89,7 +89,9 @@ def test_search_ends_with_every_trial_complete_pruned_or_failed(search: Search) 
             {step: loss(fake, step) for step in (10, 20, 30)})
         assert trial.value == pytest.approx(loss(fake, 30))
         assert trial.user_attrs["test_loss"] == pytest.approx(loss(fake, 30))
-        assert trial.user_attrs["test_accuracy"] == round(10 / (1 + loss(fake, 30))) / 10
+        right = round(10 / (1 + loss(fake, 30)))
+        assert trial.user_attrs["test_accuracy"] == right / 10
+        assert trial.user_attrs["test_confusion_matrix"] == [[0, 0], [10 - right, right]]
         assert trial.user_attrs["config"]["fake"]["learning_rate"] == trial.params[LR]
         assert Path(trial.user_attrs["trial_dir"]) == search.root / "trials" / \
             f"{trial.number:04d}"

@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM
 from objectives.base import TrialContext
 from objectives.causal_lm_lora import CausalLMConfig, CausalLMLoRA
 from objectives.causal_lm_lora.config import model_config
-from objectives.causal_lm_lora.recipe import _BASE_MODELS, device_map, precision_flags
+from objectives.trainer import _BASE_MODELS, device_map, precision_flags
 from tests.fakes import Recorder
 
 # Real fine-tunes of the tiny model: seconds each, so outside make test-fast.

@@ -1,0 +1,92 @@
+"""What the LoRA objectives share as objectives: the step budget, the out-of-memory retry
+and the winner's adapter copied to ``best/``. Their configs have a ``training`` section
+(``objectives.sections.TrainingSection``) and their trials save ``adapter/``."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel
+
+from objectives.base import DataError, FinishedTrial, Objective
+
+C = TypeVar("C", bound=BaseModel)
+
+
+class AdapterObjective(Objective):
+    """An objective whose trials train a LoRA adapter with the Hugging Face Trainer."""
+
+    def max_steps(self, config: BaseModel) -> int | None:
+        steps = config.training.max_steps
+        return steps if steps > 0 else None
+
+    def oom_retry(self, config: BaseModel) -> dict[str, Any] | None:
+        """Half the per-device batch, twice the accumulation: the same effective batch."""
+        batch = config.training.per_device_train_batch_size
+        if batch < 2:
+            return None
+        return {
+            "training.per_device_train_batch_size": batch // 2,
+            "training.gradient_accumulation_steps": config.training.gradient_accumulation_steps * 2,
+        }
+
+    def save_best(self, trial_dir: Path, best_dir: Path) -> None:
+        # Copied aside, then swapped in: launchers sharing a study may both finish at once.
+        staged = best_dir.with_name(f".{best_dir.name}.{uuid.uuid4().hex}")
+        shutil.copytree(trial_dir / "adapter", staged)
+        shutil.copy2(trial_dir / "config.yaml", staged / "config.yaml")
+        shutil.rmtree(best_dir, ignore_errors=True)
+        try:
+            staged.rename(best_dir)
+        except OSError:  # the other launcher's copy of the same best trial got there first
+            shutil.rmtree(staged)
+
+
+def trial_config(trial_dir: Path, config_model: type[C]) -> C:
+    """A finished trial's resolved config (its ``config.yaml``), for export."""
+    path = trial_dir / "config.yaml"
+    if not path.is_file():
+        raise DataError("config.yaml", "the trial's resolved config is missing", source=trial_dir)
+    resolved = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return config_model.model_validate({k: v for k, v in resolved.items()
+                                        if k in config_model.model_fields})
+
+
+def saved_adapter(trial: FinishedTrial) -> Path:
+    """The folder of a finished trial's adapter; DataError when it has none."""
+    adapter = trial.trial_dir / "adapter"
+    if not (adapter / "adapter_config.json").is_file():
+        raise DataError("adapter", f"trial {trial.number} has no saved adapter (it did not "
+                        "finish, or its folder was removed)", source=trial.trial_dir)
+    return adapter
+
+
+def clear_earlier_export(out: Path) -> None:
+    """An earlier export is replaced whole, so no file of another trial stays; a folder that
+    holds anything else is left alone."""
+    if not out.exists():
+        return
+    if out.is_dir() and (not any(out.iterdir()) or (out / "export.json").is_file()):
+        shutil.rmtree(out)
+        return
+    raise DataError("", f"{out} exists and is not an earlier export; choose an empty or new "
+                    "folder", source="--out")
+
+
+def file_listing(out: Path) -> dict[str, dict[str, Any]]:
+    """Every file under ``out``: its size and SHA-256, for export.json."""
+    return {str(path.relative_to(out)): {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+            for path in sorted(p for p in out.rglob("*") if p.is_file())}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

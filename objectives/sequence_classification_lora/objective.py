@@ -1,0 +1,79 @@
+"""The LoRA sequence-classification objective as the search sees it (see objectives.base)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from objectives.adapter import AdapterObjective
+from objectives.base import DataError, FinishedTrial, Metric, ReportSection
+from objectives.sequence_classification_lora.config import ClassificationConfig, model_path
+
+TASK_METRICS = ("accuracy", "macro_f1")
+
+
+class SequenceClassificationLoRA(AdapterObjective):
+    name = "sequence_classification_lora"
+    config_model = ClassificationConfig
+    path_fields = ClassificationConfig.path_fields
+    metrics = (
+        Metric("eval_loss", "minimize", "validation loss (the training loss: cross-entropy, "
+               "focal, weighted)"),
+        Metric("eval_accuracy", "maximize", "arg-max class equal to the label",
+               per_example=True),
+        Metric("eval_macro_f1", "maximize", "macro-F1 over the classes", per_example=True),
+    )
+
+    def check(self, config: ClassificationConfig) -> None:
+        from transformers import AutoConfig
+
+        path = model_path(config)  # raises DataError naming model.name_or_path
+        try:
+            AutoConfig.from_pretrained(path)
+        except (OSError, ValueError) as error:  # a config.json that does not load
+            raise DataError("model.name_or_path", str(error).splitlines()[0]) from None
+
+    def check_data(self, config: ClassificationConfig) -> None:
+        from objectives.sequence_classification_lora import data
+
+        data.split(config.data)
+
+    def prepare(self, config: ClassificationConfig, prepared_dir: Path) -> None:
+        self.prepared(config, prepared_dir)
+
+    @staticmethod
+    def prepared(config: ClassificationConfig, prepared_dir: Path) -> Path:
+        """The folder of the tokenised splits, made on first use."""
+        from transformers import AutoTokenizer
+
+        from objectives.sequence_classification_lora import data
+
+        path = model_path(config)
+        return data.prepare(config.data, AutoTokenizer.from_pretrained(path), Path(path),
+                            prepared_dir)
+
+    def run(self, config: ClassificationConfig, context) -> None:
+        from objectives.sequence_classification_lora import recipe
+
+        recipe.run(config, context, self.prepared(config, context.prepared_dir))
+
+    def export(self, trial: FinishedTrial, out_dir: Path | None,
+               options: dict[str, Any]) -> list[str]:
+        from objectives.sequence_classification_lora import export
+
+        if options.get("quantize"):
+            raise DataError("", "a classifier is exported as a merged transformers model "
+                            "(safetensors); quantisation is for GGUF models", source="--quantize")
+        return export.summary_lines(export.export_trial(trial, out_dir))
+
+    def report_sections(self, best: FinishedTrial | None) -> list[ReportSection]:
+        from objectives.sequence_classification_lora.report import per_class_section
+
+        return [per_class_section(best)]
+
+    def score(self, metric: str, rows: list[dict[str, str]], labels: list[str] | None) -> float:
+        from objectives import metrics
+
+        if metric not in TASK_METRICS:
+            raise KeyError(metric)
+        return metrics.score_rows(metric, rows, labels)

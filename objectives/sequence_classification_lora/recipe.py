@@ -1,0 +1,189 @@
+"""Recipe: LoRA fine-tuning of a pretrained encoder as a sequence classifier, one trial.
+
+load prepared data -> load the base model with a fresh classification head -> LoRA on the
+attention projections, the head trained in full -> train with transformers' Trainer (the loss
+the space chose: cross-entropy with label smoothing, focal loss, class weights) reporting each
+evaluation to the search -> the best checkpoint predicts the validation and test splits ->
+save the adapter, the predictions and the per-class figures. A restarted trial resumes from
+its last complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from peft import LoraConfig, get_peft_model
+from sklearn.metrics import classification_report, confusion_matrix
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    PreTrainedModel,
+    Trainer,
+    set_seed,
+)
+from transformers.utils import logging as transformers_logging
+
+from objectives import metrics
+from objectives.base import LABELS, TrialContext, write_predictions
+from objectives.sections import module_names
+from objectives.sequence_classification_lora import data
+from objectives.sequence_classification_lora.config import ClassificationConfig, model_path
+from objectives.sequence_classification_lora.losses import ClassificationLoss, balanced_weights
+from objectives.sequence_classification_lora.objective import TASK_METRICS
+from objectives.trainer import (
+    cached_base_model,
+    device_map,
+    forget_base_model,
+    quiet_transformers,
+    train_trial,
+    training_arguments,
+    trial_callbacks,
+)
+
+PER_CLASS = "per_class.json"  # per trial folder: the test split's per-class figures
+
+
+def classifier(path: str, labels: list[str], **kwargs: Any) -> PreTrainedModel:
+    """The encoder at ``path`` with a new classification head for ``labels``."""
+    # The load report lists the new head's weights as missing: expected, not a problem.
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)}, **kwargs)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+
+
+def load_base_model(path: str, labels: list[str]) -> PreTrainedModel:
+    """The classifier, kept for the worker's next trial of the same model and labels."""
+    return cached_base_model(json.dumps([path, labels]), lambda: classifier(
+        path, labels, device_map=device_map(torch.cuda.device_count())))
+
+
+def head_name(model: PreTrainedModel) -> str:
+    """The classification head's attribute: ``classifier`` (BERT, RoBERTa) or ``score``."""
+    return next(name for name in ("classifier", "score") if hasattr(model, name))
+
+
+def fresh_head(model: PreTrainedModel) -> None:
+    """Initialise the head as from_pretrained does, from the current seed: unloading LoRA
+    leaves the last trial's trained head in the kept base, and each trial starts anew."""
+    for module in getattr(model, head_name(model)).modules():
+        model._init_weights(module)
+
+
+def compute_metrics(prediction) -> dict[str, float]:
+    """Accuracy and macro-F1 of the arg-max class (the Trainer adds the split's prefix)."""
+    predicted = np.asarray(prediction.predictions).argmax(-1).tolist()
+    truth = np.asarray(prediction.label_ids).tolist()
+    classes = [str(c) for c in range(np.asarray(prediction.predictions).shape[-1])]
+    return {name: metrics.score(name, [str(t) for t in truth], [str(p) for p in predicted],
+                                classes) for name in TASK_METRICS}
+
+
+def task_metric(key: str) -> bool:
+    return any(key == f"{prefix}_{name}" for prefix in ("eval", "test")
+               for name in TASK_METRICS)
+
+
+def run(config: ClassificationConfig, context: TrialContext, prepared: Path) -> None:
+    """One trial; ``prepared`` holds the tokenised splits (see data.prepare)."""
+    quiet_transformers()
+    torch.set_num_threads(context.threads)
+    path = model_path(config)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    labels = data.load_labels(prepared)
+    base = load_base_model(path, labels)
+    set_seed(config.training.seed)  # after loading, so a reused base starts the same way
+    try:
+        fresh_head(base)
+        model = get_peft_model(base, LoraConfig(
+            task_type="SEQ_CLS", r=config.lora.r, lora_alpha=config.lora.lora_alpha,
+            lora_dropout=config.lora.lora_dropout, target_modules=module_names(config.lora),
+            bias=config.lora.bias,  # SEQ_CLS: peft trains the head in full (modules_to_save)
+        ))
+    except Exception:
+        forget_base_model()  # it may be half-changed: the next trial loads it afresh
+        raise
+    train_trial(lambda: Trainer(
+        model=model,
+        args=training_arguments(config.training, context,
+                                label_smoothing_factor=config.training.label_smoothing_factor),
+        train_dataset=data.load_split(prepared, "train"),
+        eval_dataset=data.load_split(prepared, "validation"),
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=compute_metrics,
+        compute_loss_func=loss_function(config, prepared),
+        callbacks=trial_callbacks(context, config.early_stopping, task_metric),
+    ), model, context, lambda trainer: _finish(trainer, prepared, tokenizer, context))
+
+
+def loss_function(config: ClassificationConfig, prepared: Path) -> ClassificationLoss | None:
+    """Focal loss and class weights as the space asks; None leaves the Trainer's own
+    cross-entropy (with its label smoothing)."""
+    loss = config.loss
+    if loss.focal_gamma == 0 and loss.class_weights == "none":
+        return None
+    weight = None
+    if loss.class_weights == "balanced":
+        ids = [row["labels"] for row in data.load_split(prepared, "train")]
+        weight = balanced_weights(ids, len(data.load_labels(prepared)))
+    return ClassificationLoss(loss.focal_gamma, weight, config.training.label_smoothing_factor)
+
+
+def _predict(trainer: Trainer, prepared: Path, split: str, prefix: str,
+             labels: list[str]) -> tuple[dict[str, float], list[dict[str, str]]]:
+    output = trainer.predict(data.load_split(prepared, split), metric_key_prefix=prefix)
+    predicted = np.asarray(output.predictions).argmax(-1).tolist()
+    rows = [{**text, "prediction": labels[p]}
+            for text, p in zip(data.load_texts(prepared, split), predicted, strict=True)]
+    return output.metrics, rows
+
+
+def per_class(rows: list[dict[str, str]], labels: list[str]) -> dict[str, Any]:
+    """Precision, recall, F1 and support of each class, and the confusion matrix (rows: the
+    true class, columns: the predicted one), as scikit-learn computes them."""
+    truth = [row["reference"] for row in rows]
+    predicted = [row["prediction"] for row in rows]
+    report = classification_report(truth, predicted, labels=labels, output_dict=True,
+                                   zero_division=0)
+    return {
+        "labels": labels,
+        "per_class": {label: {key: report[label][key] for key in
+                              ("precision", "recall", "f1-score", "support")}
+                      for label in labels},
+        "confusion_matrix": confusion_matrix(truth, predicted, labels=labels).tolist(),
+    }
+
+
+def _finish(trainer: Trainer, prepared: Path, tokenizer, context: TrialContext) -> None:
+    """The best checkpoint (loaded back by the Trainer) predicts the validation and test
+    splits; its adapter, predictions, label set and per-class figures are saved, and the last
+    report ends the trial with the validation value."""
+    labels = data.load_labels(prepared)
+    validation, validation_rows = _predict(trainer, prepared, "validation", "eval", labels)
+    test, test_rows = _predict(trainer, prepared, "test", "test", labels)
+    write_predictions(context.trial_dir, "validation", validation_rows)
+    write_predictions(context.trial_dir, "test", test_rows)
+    shutil.copy2(prepared / LABELS, context.trial_dir / LABELS)
+    figures = per_class(test_rows, labels)
+    (context.trial_dir / PER_CLASS).write_text(json.dumps(figures, indent=1), encoding="utf-8")
+    trainer.model.save_pretrained(context.trial_dir / "adapter")
+    tokenizer.save_pretrained(context.trial_dir / "adapter")
+    final = {k: v for k, v in {**validation, **test}.items()
+             if k in ("eval_loss", "test_loss") or task_metric(k)}
+    value = final.pop(context.metric)
+    base = trainer.model.get_base_model().config
+    context.complete(value, step=trainer.state.global_step,
+                     attrs={"test_per_class": figures["per_class"],
+                            "test_confusion_matrix": figures["confusion_matrix"],
+                            "labels": labels, "model_type": base.model_type,
+                            "num_hidden_layers": base.num_hidden_layers}, **final)
