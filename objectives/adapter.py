@@ -90,3 +90,9 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: stream.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def trial_summary(trial: FinishedTrial) -> dict[str, Any]:
+    """Which trial an export is of, for export.json."""
+    return {"study": trial.study_name, "trial": trial.number, "params": trial.params,
+            "value": trial.value, "metric": trial.metric}

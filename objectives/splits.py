@@ -7,13 +7,36 @@ import hashlib
 import json
 import random
 import uuid
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from objectives.base import DataError
 
 T = TypeVar("T")
+
+
+def read_text(path: Path, kinds: str) -> str:
+    """A dataset file's text; ``kinds`` names the files expected in a folder given instead."""
+    if path.is_dir():
+        raise DataError("data.path", f"is a folder; name the {kinds} file in it", source=path)
+    if not path.is_file():
+        raise DataError("data.path", "dataset file not found", source=path)
+    try:
+        return path.read_text(encoding="utf-8-sig")  # a BOM (Windows Notepad) is not data
+    except UnicodeDecodeError:
+        raise DataError("data.path", "dataset is not UTF-8 text", source=path) from None
+
+
+def jsonl_rows(text: str, path: Path) -> Iterator[tuple[int, Any]]:
+    """Line number and value of each non-blank line of JSONL text."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"line {number}", f"invalid JSON: {error.msg}", source=path) from None
 
 
 def split_by_fractions(items: list[T], key: Callable[[T], Hashable], validation_fraction: float,

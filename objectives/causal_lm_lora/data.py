@@ -16,31 +16,22 @@ import torch
 
 from objectives.base import LABELS, DataError
 from objectives.metrics import find_labels
-from objectives.splits import cache_key, split_by_fractions, write_atomic, write_json
+from objectives.splits import (
+    cache_key,
+    jsonl_rows,
+    read_text,
+    split_by_fractions,
+    write_atomic,
+    write_json,
+)
 
-SPLITS = ("train", "validation", "test")
 IGNORE_INDEX = -100  # the label value transformers' loss skips
 
 
 def read_examples(path: Path) -> list[list[dict[str, str]]]:
     """The dataset as conversations; raises InputError naming the file and line on bad data."""
-    if path.is_dir():
-        raise DataError("data.path", "is a folder; name the JSONL file in it", source=path)
-    if not path.is_file():
-        raise DataError("data.path", "dataset file not found", source=path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows Notepad) is not data
-    except UnicodeDecodeError:
-        raise DataError("data.path", "dataset is not UTF-8 text", source=path) from None
-    conversations = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            example = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"line {number}", f"invalid JSON: {error.msg}", source=path) from None
-        conversations.append(_to_messages(example, path, number))
+    conversations = [_to_messages(example, path, number)
+                     for number, example in jsonl_rows(read_text(path, "JSONL"), path)]
     if not conversations:
         raise DataError("data.path", "dataset is empty", source=path)
     return conversations

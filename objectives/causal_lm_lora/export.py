@@ -29,7 +29,13 @@ from gguf import GGMLQuantizationType, LlamaFileType
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from objectives.adapter import clear_earlier_export, file_listing, saved_adapter, trial_config
+from objectives.adapter import (
+    clear_earlier_export,
+    file_listing,
+    saved_adapter,
+    trial_config,
+    trial_summary,
+)
 from objectives.base import DataError, FinishedTrial
 from objectives.causal_lm_lora import data
 from objectives.causal_lm_lora.config import CausalLMConfig, model_config, model_path
@@ -142,11 +148,7 @@ def export_trial(
                             examples, quantize)}
 
     result = {
-        "study": trial.study_name,
-        "trial": trial.number,
-        "params": trial.params,
-        "value": trial.value,
-        "metric": trial.metric,
+        **trial_summary(trial),
         "base_model": base_path,
         "quantize": quantize,
         "gguf": gguf_name,

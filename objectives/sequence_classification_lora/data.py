@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,12 @@ from objectives.sequence_classification_lora.config import DataSection
 from objectives.splits import (
     cache_key,
     first_of_each,
+    jsonl_rows,
+    read_text,
     split_by_fractions,
     write_atomic,
     write_json,
 )
-
-SPLITS = ("train", "validation", "test")
 
 
 @dataclass(frozen=True)
@@ -40,14 +39,7 @@ class Example:
 
 def read_examples(path: Path, section: DataSection) -> list[Example]:
     """The labelled texts of one file; DataError names the file and line or column at fault."""
-    if path.is_dir():
-        raise DataError("data.path", "is a folder; name the CSV or JSONL file in it", source=path)
-    if not path.is_file():
-        raise DataError("data.path", "dataset file not found", source=path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows Notepad) is not data
-    except UnicodeDecodeError:
-        raise DataError("data.path", "dataset is not UTF-8 text", source=path) from None
+    text = read_text(path, "CSV or JSONL")
     suffix = path.suffix.lower()
     rows = _csv_rows(text, "\t" if suffix == ".tsv" else ",", path, section) \
         if suffix in (".csv", ".tsv") else _jsonl_rows(text, path)
@@ -70,13 +62,7 @@ def _csv_rows(text: str, delimiter: str, path: Path, section: DataSection):
 
 
 def _jsonl_rows(text: str, path: Path):
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"line {number}", f"invalid JSON: {error.msg}", source=path) from None
+    for number, row in jsonl_rows(text, path):
         if not isinstance(row, dict):
             raise DataError(f"line {number}", "each line must be a JSON object", source=path)
         yield number, row
@@ -142,12 +128,6 @@ def label_set(train: list[Example]) -> list[str]:
         raise DataError("data.label_column", f"the training split has {len(labels)} label; a "
                         "classifier needs two or more", source=train[0].source)
     return labels
-
-
-def class_counts(prepared: Path) -> list[int]:
-    """Training examples per class id."""
-    counts = Counter(row["labels"] for row in load_split(prepared, "train"))
-    return [counts[i] for i in range(len(load_labels(prepared)))]
 
 
 def prepare(section: DataSection, tokenizer, tokenizer_dir: Path, root: Path) -> Path:

@@ -17,7 +17,13 @@ import torch
 from peft import PeftModel
 from transformers import AutoTokenizer
 
-from objectives.adapter import clear_earlier_export, file_listing, saved_adapter, trial_config
+from objectives.adapter import (
+    clear_earlier_export,
+    file_listing,
+    saved_adapter,
+    trial_config,
+    trial_summary,
+)
 from objectives.base import LABELS, DataError, FinishedTrial
 from objectives.sequence_classification_lora import data
 from objectives.sequence_classification_lora.config import ClassificationConfig, model_path
@@ -60,11 +66,7 @@ def export_trial(trial: FinishedTrial, out_dir: Path | None = None) -> dict[str,
     difference = float((adapter_logits - merged_logits).abs().max())
     same_class = bool(torch.equal(adapter_logits.argmax(-1), merged_logits.argmax(-1)))
     result = {
-        "study": trial.study_name,
-        "trial": trial.number,
-        "params": trial.params,
-        "value": trial.value,
-        "metric": trial.metric,
+        **trial_summary(trial),
         "base_model": model_path(config),
         "model_type": merged.config.model_type,
         "labels": labels,
