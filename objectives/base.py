@@ -9,7 +9,9 @@ Lifecycle, in order:
 1. ``check(config)``: one config the sampler may produce is usable (called for each searched
    value, before anything runs); raise ``DataError`` if not.
 2. ``check_data(config)``: the data can be read and split (once, before the search).
-3. ``prepare(config, prepared_dir)``: work shared by every trial (tokenising), once.
+3. ``prepare(config, prepared_dir)``: work shared by every trial (tokenising), once; it may
+   return a data report (a JSON object with a one-line ``summary``), which the search keeps
+   as ``studies/<name>/data_report.json``, prints and draws in the report.
 4. ``run(config, context)``: one trial, in a worker. It calls ``context.report`` at each
    evaluation (the scheduler acts on these), then ends with ``context.complete(value, ...)``
    or ``context.prune(reason)``; an exception ends it as FAIL with the error as reason.
@@ -50,6 +52,7 @@ LAST_EVALUATION = "last_evaluation"
 # confusion matrix), stored as the trial's attributes under their own names.
 ATTRS = "attrs"
 TEST_PREFIX = "test_"  # a final figure on the test split: test_loss, test_accuracy, ...
+DATA_REPORT = "data_report.json"  # per study: what was done to the data (see prepare)
 PREDICTIONS = "predictions_{split}.jsonl"  # per trial folder: prompt, reference, prediction
 LABELS = "labels.json"  # per trial folder: the closed answer set, where there is one
 
@@ -166,8 +169,9 @@ class Objective(ABC):
     # Config fields that are file paths: section -> keys. Relative paths found beside the
     # space file are resolved there.
     path_fields: ClassVar[dict[str, list[str]]] = {}
-    # Config sections added after studies were made with this objective: left out of a space's
-    # fingerprint while at their defaults, so those studies still resume.
+    # Config sections (or dotted keys in one) added after studies were made with this
+    # objective: left out of a space's fingerprint while at their defaults, so those studies
+    # still resume.
     added_sections: ClassVar[tuple[str, ...]] = ()
 
     def metric(self, name: str) -> Metric | None:
@@ -183,8 +187,10 @@ class Objective(ABC):
     def check_data(self, config: BaseModel) -> None:  # noqa: B027 - optional hook
         """Raise DataError for data that cannot be used (read once, before the search)."""
 
-    def prepare(self, config: BaseModel, prepared_dir: Path) -> None:  # noqa: B027
-        """Work shared by all trials (tokenising data), done once by the driver."""
+    def prepare(self, config: BaseModel, prepared_dir: Path) -> dict[str, Any] | None:
+        """Work shared by all trials (tokenising data), done once by the driver; returns the
+        data report, if the objective makes one."""
+        return None
 
     def oom_retry(self, config: BaseModel) -> dict[str, Any] | None:
         """Dotted-key overrides that run the same trial in less memory, or None if none do."""

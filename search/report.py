@@ -32,6 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from objectives import OBJECTIVES, get_objective
 from objectives.base import ReportSection
+from search import data_report
 from search.comparison import COMPARISON, comparison_section
 from search.heartbeat import HEARTBEAT
 from search.storage import StudyPaths, finished_trial, mask, open_existing, pick_study
@@ -131,6 +132,9 @@ def render(study: optuna.Study, storage_url: str, paths: StudyPaths | None = Non
     if paths is not None and (paths.root / COMPARISON).is_file():
         section = comparison_section(paths.root / COMPARISON)
         sections.append((section.key, section.title, section.html))
+    data = data_report.section(paths.root) if paths is not None else None
+    if data is not None:
+        sections.append((data.key, data.title, data.html))
     sections += [(s.key, s.title, s.html) for s in _objective_sections(info, paths)]
     if info.multi:
         sections.insert(2, ("pareto", "Pareto front", _pareto(info)))

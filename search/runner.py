@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -15,7 +16,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 from ray import tune
 
-from objectives.base import DataError
+from objectives.base import DATA_REPORT, DataError
 from search.cluster import check_cluster_storage, is_multi_node
 from search.errors import InputError, from_data
 from search.heartbeat import (
@@ -143,11 +144,14 @@ def prepare(space: SearchSpace, paths: StudyPaths) -> None:
     existed = paths.root.exists()
     paths.root.mkdir(parents=True, exist_ok=True)
     try:
-        space.objective.prepare(space.defaults, paths.prepared)
+        report = space.objective.prepare(space.defaults, paths.prepared)
     except DataError as error:
         if not existed:
             shutil.rmtree(paths.root, ignore_errors=True)
         raise from_data(error, space.source) from None
+    if report is not None:
+        (paths.root / DATA_REPORT).write_text(json.dumps(report, indent=1, ensure_ascii=False),
+                                              encoding="utf-8")
 
 
 def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:

@@ -194,9 +194,13 @@ class SearchSpace:
         search section. Trials of two spaces with different fingerprints do not mix."""
         defaults = self.defaults.model_dump(mode="json")
         fresh = type(self.defaults)().model_dump(mode="json")
-        for section in self.objective.added_sections:
-            if defaults.get(section) == fresh.get(section):
-                defaults.pop(section, None)
+        for key in self.objective.added_sections:  # a section, or a dotted key in one
+            *parents, last = key.split(".")
+            here, there = defaults, fresh
+            for part in parents:
+                here, there = here.get(part, {}), there.get(part, {})
+            if here.get(last) == there.get(last):
+                here.pop(last, None)
         content = {
             "objective": self.head.objective,
             "defaults": defaults,

@@ -9,6 +9,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives.base import TEST_PREFIX
+from search import data_report
 from search.space import SearchSpace
 from search.storage import StudyPaths, default_url, mask
 
@@ -88,6 +89,9 @@ def summary_lines(study: optuna.Study, space: SearchSpace, paths: StudyPaths,
             lines.append(f"untuned default (trial {baseline.number}) on the test split: "
                          f"{figures}")
     target = study.study_name if storage_url == default_url(paths) else mask(storage_url)
+    data = data_report.summary_line(paths.root)
+    if data:
+        lines.append(data)
     lines.append(f"report: {paths.root / 'report.html'}")
     lines.append(f"open the study: python launcher.py dashboard {target}")
     return lines

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
+from objectives.data.section import DataFiles
 from objectives.sections import (
     EarlyStoppingSection,
     LoraSection,
@@ -32,13 +33,14 @@ class ModelSection(Section):
     )
 
 
-class DataSection(Section):
-    path: str = Field(str(DEFAULT_DATA), description="JSONL instruction or chat data.")
-    validation_fraction: float = Field(0.1, gt=0, lt=1)
-    test_fraction: float = Field(0.1, gt=0, lt=1)
+class DataSection(DataFiles):
+    """Instruction records (instruction / input / output) or chat ``messages``; with
+    ``columns`` the fields may have other names in the file."""
+
+    path: str = Field(str(DEFAULT_DATA), description="JSONL, CSV or Parquet instruction or "
+                      "chat data, or a folder of such files.")
     max_length: int = Field(256, gt=8, description="Tokens per example; longer prompts are "
                             "cut from the start.")
-    seed: int = 0
 
 
 class EvaluationSection(Section):
@@ -64,7 +66,8 @@ class CausalLMConfig(Section):
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
     early_stopping: EarlyStoppingSection = Field(default_factory=EarlyStoppingSection)
 
-    path_fields: ClassVar[dict[str, list[str]]] = {"data": ["path"], "model": ["name_or_path"]}
+    path_fields: ClassVar[dict[str, list[str]]] = {
+        "data": ["path", "validation_path", "test_path"], "model": ["name_or_path"]}
 
 
 def model_path(config: CausalLMConfig) -> str:
@@ -99,3 +102,13 @@ def model_config(config: CausalLMConfig, path: str):
             raise ValueError(f"model config has no key {key!r}")
     base.update(overrides)
     return base
+
+
+def reference_model(config: CausalLMConfig) -> str | None:
+    """The model the perplexity filter scores with (data.clean.perplexity_model, else the
+    base model); None when the filter is off."""
+    clean = config.data.clean
+    if clean.max_perplexity is None:
+        return None
+    name = clean.perplexity_model or config.model.name_or_path
+    return model_path(CausalLMConfig(model=ModelSection(name_or_path=name)))

@@ -1,9 +1,12 @@
-"""Instruction data for supervised fine-tuning: read, split, render, tokenise once per study.
+"""Instruction data for supervised fine-tuning: read, clean, split, render, tokenise once
+per study (see objectives.data for the steps before tokenising).
 
-A dataset is JSONL, one example a line: either ``instruction`` / ``input`` (optional) /
-``output``, or chat ``messages`` (a list of ``{"role", "content"}`` ending with the assistant's
-answer). Examples are rendered with the tokenizer's chat template; prompt tokens get label -100
-so only the answer carries loss.
+An example is either ``instruction`` / ``input`` (optional) / ``output``, or chat ``messages``
+(a list of ``{"role", "content"}`` ending with the assistant's answer), one a row of a JSONL,
+CSV or Parquet file (``data.columns`` maps other column names to these). Examples are rendered
+with the tokenizer's chat template; prompt tokens get label -100 so only the answer carries
+loss. The tokenised splits are Arrow datasets (``datasets.save_to_disk``), memory-mapped by
+every trial.
 """
 
 from __future__ import annotations
@@ -12,66 +15,57 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from objectives.base import LABELS, DataError
-from objectives.metrics import find_labels
-from objectives.splits import (
-    cache_key,
-    jsonl_rows,
-    read_text,
-    split_by_fractions,
-    write_atomic,
-    write_json,
-)
+from objectives.base import DATA_REPORT, LABELS, DataError
+from objectives.data.files import cache_key, save_dataset, section_files, write_json
+from objectives.data.pipeline import Built, Example, build
+from objectives.data.section import DataFiles
 
 IGNORE_INDEX = -100  # the label value transformers' loss skips
 
 
-def read_examples(path: Path) -> list[list[dict[str, str]]]:
-    """The dataset as conversations; raises InputError naming the file and line on bad data."""
-    conversations = [_to_messages(example, path, number)
-                     for number, example in jsonl_rows(read_text(path, "JSONL"), path)]
-    if not conversations:
-        raise DataError("data.path", "dataset is empty", source=path)
-    return conversations
-
-
-def _to_messages(example: Any, path: Path, number: int) -> list[dict[str, str]]:
-    where = f"line {number}"
-    if not isinstance(example, dict):
-        raise DataError(where, "each line must be a JSON object", source=path)
-    if "messages" in example:
-        messages = example["messages"]
+def to_example(row: dict[str, Any], where: str, source: Path) -> Example:
+    """One row as the pipeline's example; DataError names the row's line and field."""
+    if row.get("messages") is not None:
+        messages = row["messages"]
         ok = isinstance(messages, list) and len(messages) >= 2 and all(
             isinstance(m, dict) and isinstance(m.get("role"), str)
             and isinstance(m.get("content"), str) for m in messages
         )
         if not ok or messages[-1]["role"] != "assistant":
             raise DataError(f"{where}.messages", "must be a list of {role, content} objects "
-                            "ending with the assistant's answer", source=path)
-        return messages
+                            "ending with the assistant's answer", source=source)
+        return Example(tuple((m["role"], m["content"]) for m in messages[:-1]),
+                       messages[-1]["content"], where, str(source))
     for key in ("instruction", "output"):
-        if not isinstance(example.get(key), str) or not example[key].strip():
-            raise DataError(f"{where}.{key}", "missing or not a non-empty string (each line "
-                            "needs instruction and output, or messages)", source=path)
-    prompt = example["instruction"]
-    if example.get("input"):
-        prompt = f"{prompt}\n\n{example['input']}"
-    return [{"role": "user", "content": prompt},
-            {"role": "assistant", "content": example["output"]}]
+        if not isinstance(row.get(key), str) or not row[key].strip():
+            raise DataError(f"{where}.{key}", "missing or not a non-empty string (each row "
+                            "needs instruction and output, or messages)", source=source)
+    prompt = row["instruction"]
+    if isinstance(row.get("input"), str) and row["input"]:
+        prompt = f"{prompt}\n\n{row['input']}"
+    return Example((("user", prompt),), row["output"], where, str(source))
 
 
-def split_examples(
-    conversations: list[list[dict[str, str]]],
-    validation_fraction: float,
-    test_fraction: float,
-    seed: int,
-    source: Path,
-) -> dict[str, list[list[dict[str, str]]]]:
-    """A deterministic train / validation / test split with no example in two splits."""
-    return split_by_fractions(conversations, lambda c: json.dumps(c, sort_keys=True),
-                              validation_fraction, test_fraction, seed, source)
+def conversation(example: Example) -> list[dict[str, str]]:
+    """The example as chat messages, the answer last."""
+    return [{"role": role, "content": text} for role, text in example.turns] + [
+        {"role": "assistant", "content": example.answer}]
+
+
+def build_splits(section: DataFiles, tokenizer, reference_model: str | None,
+                 score: bool = True) -> Built:
+    """The cleaned, de-duplicated, leak-free splits and their report."""
+    def count_tokens(texts: list[str]) -> list[list[tuple[int, int]]]:
+        return tokenizer(texts, add_special_tokens=False,
+                         return_offsets_mapping=True)["offset_mapping"]
+
+    def perplexities(examples: list[Example]) -> list[float]:
+        from objectives.data.perplexity import perplexities as score_texts
+
+        return score_texts(reference_model, [f"{e.prompt}\n{e.answer}" for e in examples])
+
+    return build(section, to_example, answers_are_labels=False, count_tokens=count_tokens,
+                 perplexities=perplexities if reference_model else None, score=score)
 
 
 def tokenize(messages: list[dict[str, str]], tokenizer, max_length: int) -> dict[str, list[int]]:
@@ -89,40 +83,47 @@ def tokenize(messages: list[dict[str, str]], tokenizer, max_length: int) -> dict
     return {"input_ids": full_ids[overflow:], "labels": labels[overflow:]}
 
 
-def prepare(
-    data_path: Path, tokenizer, tokenizer_dir: Path, settings: dict[str, Any], root: Path,
-    labels: list[str] | None = None,
-) -> Path:
-    """Tokenise every split once into ``root/<key>/``; return that folder.
+def prepare(section: DataFiles, max_length: int, tokenizer, tokenizer_dir: Path,
+            reference_model: str | None, root: Path,
+            labels: list[str] | None = None) -> tuple[Path, dict[str, Any]]:
+    """Tokenise every split once into ``root/<key>/``; return that folder and the data report.
 
-    Beside each split's token ids: the prompt and reference answer of every validation and
-    test example (``<split>.texts.json``, for evaluation by generation) and the closed answer
-    set (``labels.json``: ``labels`` when given, else found from the training answers, else
-    null for free text).
+    Beside each split's Arrow dataset (token ids and labels): the prompt and reference answer
+    of every validation and test example (``<split>.texts.json``, for evaluation by
+    generation), the closed answer set (``labels.json``: ``labels`` when given, else found
+    from the training answers, else null for free text) and ``data_report.json``.
     """
-    out = root / cache_key([data_path], tokenizer_dir, {**settings, "labels": labels,
-                                                      "layout": 2})
-    if (out / "train.pt").is_file():
-        return out
-    splits = split_examples(
-        read_examples(data_path), settings["validation_fraction"], settings["test_fraction"],
-        settings["seed"], data_path,
-    )
+    import datasets
+
+    settings = {**section.model_dump(mode="json", exclude={"path", "validation_path",
+                                                           "test_path"}),
+                "max_length": max_length, "labels": labels, "reference": reference_model,
+                "layout": 3}
+    out = root / cache_key(section_files(section), tokenizer_dir, settings)
+    if (out / "train" / "dataset_info.json").is_file():
+        return out, json.loads((out / DATA_REPORT).read_text(encoding="utf-8"))
+    built = build_splits(section, tokenizer, reference_model)
     out.mkdir(parents=True, exist_ok=True)
-    found = labels or find_labels([c[-1]["content"] for c in splits["train"]])
-    write_json(out / LABELS, found)
-    for name in ("validation", "test"):
-        texts = [{"prompt": c[-2]["content"], "reference": c[-1]["content"]}
-                 for c in splits[name]]
-        write_json(out / f"{name}.texts.json", texts)
-    for name in ("validation", "test", "train"):  # train last: its file marks a full cache
-        rows = [tokenize(m, tokenizer, settings["max_length"]) for m in splits[name]]
-        write_atomic(out / f"{name}.pt", lambda tmp, r=rows: torch.save(r, tmp))
-    return out
+    write_json(out / LABELS, labels or built.labels)
+    write_json(out / DATA_REPORT, built.report)
+    datasets.disable_progress_bars()
+    for name in ("validation", "test", "train"):  # train last: its folder marks a full cache
+        examples = built.splits[name]
+        if name != "train":
+            write_json(out / f"{name}.texts.json",
+                       [{"prompt": e.turns[-1][1], "reference": e.answer} for e in examples])
+        rows = [tokenize(conversation(e), tokenizer, max_length) for e in examples]
+        save_dataset(datasets.Dataset.from_dict({"input_ids": [r["input_ids"] for r in rows],
+                                                 "labels": [r["labels"] for r in rows]}),
+                     out / name)
+    return out, built.report
 
 
-def load_split(prepared: Path, name: str) -> list[dict[str, list[int]]]:
-    return torch.load(prepared / f"{name}.pt")
+def load_split(prepared: Path, name: str):
+    """A split's tokenised examples: a memory-mapped Arrow dataset."""
+    import datasets
+
+    return datasets.load_from_disk(str(prepared / name))
 
 
 def load_texts(prepared: Path, name: str) -> list[dict[str, str]]:

@@ -102,7 +102,7 @@ def export_trial(
     _check_supported(hf_config, base_path)
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
     _check_chat_format(tokenizer, adapter_dir)
-    conversations = _held_out(config)
+    conversations = _held_out(config, tokenizer)
     prompts = [tokenizer.apply_chat_template(c[:-1], tokenize=False, add_generation_prompt=True)
                for c in conversations[:PROMPTS]]
     prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
@@ -242,13 +242,10 @@ def _model_name(study: str, number: int) -> str:
     return re.sub(r"[^a-z0-9._-]", "-", f"{study.lower()}-trial{number}")
 
 
-def _held_out(config: CausalLMConfig) -> list[list[dict[str, str]]]:
+def _held_out(config: CausalLMConfig, tokenizer) -> list[list[dict[str, str]]]:
     """The trial's test split: conversations neither training nor model selection saw."""
-    section = config.data
-    splits = data.split_examples(data.read_examples(Path(section.path)),
-                                 section.validation_fraction, section.test_fraction,
-                                 section.seed, Path(section.path))
-    return splits["test"]
+    built = data.build_splits(config.data, tokenizer, None)
+    return [data.conversation(example) for example in built.splits["test"]]
 
 
 @torch.no_grad()

@@ -7,14 +7,20 @@ from typing import Any
 
 from objectives.adapter import AdapterObjective
 from objectives.base import DataError, FinishedTrial, Metric, ReportSection
-from objectives.causal_lm_lora.config import CausalLMConfig, model_config, model_path
+from objectives.causal_lm_lora.config import (
+    CausalLMConfig,
+    model_config,
+    model_path,
+    reference_model,
+)
+from objectives.data.section import ADDED_DATA_KEYS
 
 
 class CausalLMLoRA(AdapterObjective):
     name = "causal_lm_lora"
     config_model = CausalLMConfig
     path_fields = CausalLMConfig.path_fields
-    added_sections = ("evaluation",)
+    added_sections = ("evaluation", *ADDED_DATA_KEYS)
     metrics = (
         Metric("eval_loss", "minimize", "validation loss on the answer tokens"),
         Metric("eval_accuracy", "maximize", "greedy answers equal to the reference (after "
@@ -35,32 +41,32 @@ class CausalLMLoRA(AdapterObjective):
             raise DataError("model.config_overrides", str(error)) from None
 
     def check_data(self, config: CausalLMConfig) -> None:
+        from transformers import AutoTokenizer
+
         from objectives.causal_lm_lora import data
 
-        section = config.data
-        data.split_examples(data.read_examples(Path(section.path)),
-                            section.validation_fraction, section.test_fraction, section.seed,
-                            Path(section.path))
+        data.build_splits(config.data, AutoTokenizer.from_pretrained(model_path(config)),
+                          reference_model(config), score=False)
 
-    def prepare(self, config: CausalLMConfig, prepared_dir: Path) -> None:
-        self.prepared(config, prepared_dir)
+    def prepare(self, config: CausalLMConfig, prepared_dir: Path) -> dict[str, Any]:
+        return self.prepared(config, prepared_dir)[1]
 
     @staticmethod
-    def prepared(config: CausalLMConfig, prepared_dir: Path) -> Path:
-        """The folder of the tokenised splits, made on first use."""
+    def prepared(config: CausalLMConfig, prepared_dir: Path) -> tuple[Path, dict[str, Any]]:
+        """The folder of the tokenised splits (made on first use) and the data report."""
         from transformers import AutoTokenizer
 
         from objectives.causal_lm_lora import data
 
         path = model_path(config)
-        settings = config.data.model_dump(exclude={"path"})
-        return data.prepare(Path(config.data.path), AutoTokenizer.from_pretrained(path),
-                            Path(path), settings, prepared_dir, config.evaluation.labels)
+        return data.prepare(config.data, config.data.max_length,
+                            AutoTokenizer.from_pretrained(path), Path(path),
+                            reference_model(config), prepared_dir, config.evaluation.labels)
 
     def run(self, config: CausalLMConfig, context) -> None:
         from objectives.causal_lm_lora import recipe
 
-        recipe.run(config, context, self.prepared(config, context.prepared_dir))
+        recipe.run(config, context, self.prepared(config, context.prepared_dir)[0])
 
     def export(self, trial: FinishedTrial, out_dir: Path | None,
                options: dict[str, Any]) -> list[str]:

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
+from objectives.data.section import DataFiles
 from objectives.sections import (
     PACKAGE_PREFIX,
     EarlyStoppingSection,
@@ -30,25 +31,13 @@ class ModelSection(Section):
         "folder an installed package ships); the default is all-MiniLM-L6-v2.")
 
 
-class DataSection(Section):
-    path: str = Field(str(DEFAULT_DATA), description="CSV (with a header) or JSONL: the "
-                      "training data, or all of it when no split files are given.")
-    text_column: str = "text"
-    label_column: str = "label"
-    validation_path: str | None = Field(None, description="Validation file (same columns); "
-                                        "with test_path, instead of the fractions.")
-    test_path: str | None = None
-    validation_fraction: float = Field(0.1, gt=0, lt=1)
-    test_fraction: float = Field(0.1, gt=0, lt=1)
-    max_length: int = Field(128, gt=2, description="Tokens per text; longer texts are cut.")
-    seed: int = 0
+class DataSection(DataFiles):
+    """A text and a label per row; ``columns`` maps other column names to ``text`` and
+    ``label``."""
 
-    @model_validator(mode="after")
-    def _both_split_files(self) -> DataSection:
-        if (self.validation_path is None) != (self.test_path is None):
-            raise ValueError("give both validation_path and test_path, or neither (the "
-                             "fractions then split path)")
-        return self
+    path: str = Field(str(DEFAULT_DATA), description="CSV (with a header), TSV, JSONL or "
+                      "Parquet: the training data, or all of it when no split files are given.")
+    max_length: int = Field(128, gt=2, description="Tokens per text; longer texts are cut.")
 
 
 class ClassificationTraining(TrainingSection):

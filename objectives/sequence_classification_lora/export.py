@@ -46,11 +46,12 @@ def export_trial(trial: FinishedTrial, out_dir: Path | None = None) -> dict[str,
         raise DataError(LABELS, "the trial's label set is missing", source=trial.trial_dir)
     labels = json.loads(labels_file.read_text(encoding="utf-8"))
     config = trial_config(trial.trial_dir, ClassificationConfig)
-    texts = [e.text for e in data.split(config.data)["test"][:CHECK_TEXTS]]
+    tokenizer = AutoTokenizer.from_pretrained(adapter)
+    texts = [e.prompt for e in data.build_splits(config.data, tokenizer).splits["test"]]
+    texts = texts[:CHECK_TEXTS]
     out = Path(out_dir).resolve() if out_dir else trial.trial_dir.parent.parent / "export"
     clear_earlier_export(out)
 
-    tokenizer = AutoTokenizer.from_pretrained(adapter)
     batch = tokenizer(texts, padding=True, truncation=True, max_length=config.data.max_length,
                       return_tensors="pt")
     base = classifier(model_path(config), labels, dtype=torch.float32)

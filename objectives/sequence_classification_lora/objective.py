@@ -34,28 +34,31 @@ class SequenceClassificationLoRA(AdapterObjective):
             raise DataError("model.name_or_path", str(error).splitlines()[0]) from None
 
     def check_data(self, config: ClassificationConfig) -> None:
+        from transformers import AutoTokenizer
+
         from objectives.sequence_classification_lora import data
 
-        data.split(config.data)
+        data.build_splits(config.data, AutoTokenizer.from_pretrained(model_path(config)))
 
-    def prepare(self, config: ClassificationConfig, prepared_dir: Path) -> None:
-        self.prepared(config, prepared_dir)
+    def prepare(self, config: ClassificationConfig, prepared_dir: Path) -> dict[str, Any]:
+        return self.prepared(config, prepared_dir)[1]
 
     @staticmethod
-    def prepared(config: ClassificationConfig, prepared_dir: Path) -> Path:
-        """The folder of the tokenised splits, made on first use."""
+    def prepared(config: ClassificationConfig,
+                 prepared_dir: Path) -> tuple[Path, dict[str, Any]]:
+        """The folder of the tokenised splits (made on first use) and the data report."""
         from transformers import AutoTokenizer
 
         from objectives.sequence_classification_lora import data
 
         path = model_path(config)
-        return data.prepare(config.data, AutoTokenizer.from_pretrained(path), Path(path),
-                            prepared_dir)
+        return data.prepare(config.data, config.data.max_length,
+                            AutoTokenizer.from_pretrained(path), Path(path), prepared_dir)
 
     def run(self, config: ClassificationConfig, context) -> None:
         from objectives.sequence_classification_lora import recipe
 
-        recipe.run(config, context, self.prepared(config, context.prepared_dir))
+        recipe.run(config, context, self.prepared(config, context.prepared_dir)[0])
 
     def export(self, trial: FinishedTrial, out_dir: Path | None,
                options: dict[str, Any]) -> list[str]:

@@ -134,7 +134,7 @@ def loss_function(config: ClassificationConfig, prepared: Path) -> Classificatio
         return None
     weight = None
     if loss.class_weights == "balanced":
-        ids = [row["labels"] for row in data.load_split(prepared, "train")]
+        ids = data.load_split(prepared, "train")["labels"]
         weight = balanced_weights(ids, len(data.load_labels(prepared)))
     return ClassificationLoss(loss.focal_gamma, weight, config.training.label_smoothing_factor)
 

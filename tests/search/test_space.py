@@ -70,17 +70,23 @@ def test_conditional_parameter_needs_an_earlier_parameter(tmp_path: Path) -> Non
 
 
 def test_a_space_made_before_the_evaluation_section_keeps_its_fingerprint() -> None:
-    """Studies made before evaluation existed still resume: while the section is at its
-    defaults the fingerprint is the one computed then, over the other sections."""
+    """Studies made before evaluation and the data pipeline's keys existed still resume:
+    while those are at their defaults the fingerprint is the one computed then, over the
+    rest."""
     import hashlib
     import json
 
     space = load_space("lora.yaml")
     before = space.defaults.model_dump(mode="json")
     before.pop("evaluation")
+    for key in ("columns", "validation_path", "test_path", "leakage", "clean"):
+        before["data"].pop(key)
     content = {"objective": "causal_lm_lora", "defaults": before,
                "search": {k: v.model_dump(mode="json") for k, v in space.head.search.items()}}
     then = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
     assert space.fingerprint() == then
     space.defaults.evaluation.max_eval_examples = 30  # set by the user: part of the space
+    assert space.fingerprint() != then
+    space.defaults.evaluation.max_eval_examples = None
+    space.defaults.data.clean.max_class_ratio = 3
     assert space.fingerprint() != then

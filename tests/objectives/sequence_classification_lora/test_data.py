@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from transformers import AutoTokenizer
 
 from objectives.base import DataError
@@ -21,71 +20,76 @@ from objectives.sequence_classification_lora.config import (
 ROWS = [(f"headline number {i}", ("up", "down", "flat")[i % 3]) for i in range(30)]
 
 
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(local_model(MINILM))
+
+
 def write_csv(path: Path, rows, header="text,label", bom=False) -> Path:
     lines = [header, *(f"{text},{label}" for text, label in rows)]
     path.write_text(("\ufeff" if bom else "") + "\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
-def test_csv_with_a_bom_and_jsonl_read_the_same(tmp_path):
+def examples(section: DataSection, tokenizer) -> list[tuple[str, str]]:
+    built = data.build_splits(section, tokenizer)
+    return sorted((e.prompt, e.answer) for split in built.splits.values() for e in split)
+
+
+def test_csv_with_a_bom_and_jsonl_with_other_columns_read_the_same(tmp_path, tokenizer):
     csv_file = write_csv(tmp_path / "d.csv", ROWS, bom=True)
     jsonl = tmp_path / "d.jsonl"
     jsonl.write_text("\n".join(json.dumps({"review": t, "y": lab}) for t, lab in ROWS),
                      encoding="utf-8")
-    from_csv = data.read_examples(csv_file, DataSection(path=str(csv_file)))
-    from_jsonl = data.read_examples(jsonl, DataSection(path=str(jsonl), text_column="review",
-                                                       label_column="y"))
-    assert [(e.text, e.label) for e in from_csv] == ROWS
-    assert [(e.text, e.label) for e in from_jsonl] == ROWS
-    assert [e.line for e in from_csv[:2]] == [2, 3]  # the header is line 1
-    assert [e.line for e in from_jsonl[:2]] == [1, 2]
+    assert examples(DataSection(path=str(csv_file)), tokenizer) == sorted(ROWS)
+    assert examples(DataSection(path=str(jsonl), columns={"text": "review", "label": "y"}),
+                    tokenizer) == sorted(ROWS)
 
 
-def test_labels_are_the_training_splits_in_sorted_order(tmp_path):
+def test_labels_are_the_training_splits_in_sorted_order(tmp_path, tokenizer):
     path = write_csv(tmp_path / "d.csv", ROWS)
-    splits = data.split(DataSection(path=str(path), validation_fraction=0.2, test_fraction=0.2))
-    assert [len(splits[s]) for s in ("train", "validation", "test")] == [18, 6, 6]
-    assert data.label_set(splits["train"]) == ["down", "flat", "up"]
-    texts = [{e.text for e in splits[s]} for s in ("train", "validation", "test")]
-    assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
+    built = data.build_splits(DataSection(path=str(path), validation_fraction=0.2,
+                                          test_fraction=0.2), tokenizer)
+    assert [len(built.splits[s]) for s in ("train", "validation", "test")] == [18, 6, 6]
+    assert built.labels == ["down", "flat", "up"]
 
 
-def test_a_numeric_label_is_its_text(tmp_path):
-    path = tmp_path / "d.jsonl"
-    path.write_text(json.dumps({"text": "a", "label": 1}) + "\n", encoding="utf-8")
-    assert data.read_examples(path, DataSection(path=str(path)))[0].label == "1"
+def test_a_numeric_label_is_its_text_as_written(tmp_path, tokenizer):
+    path = write_csv(tmp_path / "d.csv", [(f"t{i}", ("01", "2")[i % 2]) for i in range(20)])
+    assert data.build_splits(DataSection(path=str(path)), tokenizer).labels == ["01", "2"]
 
 
-def test_an_unknown_column_names_the_columns_there_are(tmp_path):
+def test_an_unknown_column_names_the_columns_there_are(tmp_path, tokenizer):
     path = write_csv(tmp_path / "d.csv", ROWS)
-    with pytest.raises(DataError, match=r"data.text_column: no column 'review' in d.csv "
-                       r"\(its header: text, label\)"):
-        data.read_examples(path, DataSection(path=str(path), text_column="review"))
+    with pytest.raises(DataError, match=r"data.columns.text: no column 'review' in d.csv "
+                       r"\(its columns: text, label\)"):
+        data.build_splits(DataSection(path=str(path), columns={"text": "review"}), tokenizer)
 
 
-def test_a_row_without_a_label_names_its_line(tmp_path):
+def test_a_row_without_a_label_names_its_line(tmp_path, tokenizer):
     path = write_csv(tmp_path / "d.csv", [*ROWS[:3], ("no label here", "")])
-    with pytest.raises(DataError, match=r"d.csv: line 5: 'label' \(data.label_column\) is empty"):
-        data.read_examples(path, DataSection(path=str(path)))
+    with pytest.raises(DataError, match=r"d.csv: line 5: 'label' \(data.columns.label\) is "
+                       r"empty"):
+        data.build_splits(DataSection(path=str(path)), tokenizer)
 
 
-def test_split_files_drop_held_out_texts_from_training(tmp_path):
+def test_split_files_drop_held_out_texts_from_training(tmp_path, tokenizer):
     train = write_csv(tmp_path / "train.csv", ROWS)
     validation = write_csv(tmp_path / "val.csv", ROWS[:3])
     test = write_csv(tmp_path / "test.csv", ROWS[3:5])
-    splits = data.split(DataSection(path=str(train), validation_path=str(validation),
-                                    test_path=str(test)))
-    assert len(splits["train"]) == 25 and len(splits["validation"]) == 3
-    assert {e.text for e in splits["train"]}.isdisjoint(text for text, _ in ROWS[:5])
+    built = data.build_splits(DataSection(path=str(train), validation_path=str(validation),
+                                          test_path=str(test)), tokenizer)
+    assert len(built.splits["train"]) == 25 and len(built.splits["validation"]) == 3
+    assert {e.prompt for e in built.splits["train"]}.isdisjoint(t for t, _ in ROWS[:5])
 
 
-def test_a_label_training_never_saw_names_its_file_and_line(tmp_path):
+def test_a_label_training_never_saw_names_its_file_and_line(tmp_path, tokenizer):
     train = write_csv(tmp_path / "train.csv", ROWS)
     validation = write_csv(tmp_path / "val.csv", [("fine", "up"), ("odd one", "sideways")])
     test = write_csv(tmp_path / "test.csv", ROWS[:1])
     section = DataSection(path=str(train), validation_path=str(validation), test_path=str(test))
     with pytest.raises(DataError) as error:
-        data.split(section)
+        data.build_splits(section, tokenizer)
     assert str(error.value) == (f"{validation}: line 3: label 'sideways' is not one of the "
                                 "training split's labels (down, flat, up)")
 
@@ -101,18 +105,34 @@ def test_the_shipped_model_is_found_in_its_package():
         local_model("package:no_such_models")
 
 
-def test_prepared_splits_hold_token_ids_and_class_ids(tmp_path):
+def test_a_folder_of_files_is_read_as_one_dataset(tmp_path, tokenizer):
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    write_csv(folder / "a.csv", ROWS[:15])
+    write_csv(folder / "b.csv", ROWS[15:])
+    assert examples(DataSection(path=str(folder)), tokenizer) == sorted(ROWS)
+
+
+def test_parquet_is_read(tmp_path, tokenizer):
+    import pandas
+
+    path = tmp_path / "d.parquet"
+    pandas.DataFrame(ROWS, columns=["text", "label"]).to_parquet(path)
+    assert examples(DataSection(path=str(path)), tokenizer) == sorted(ROWS)
+
+
+def test_prepared_splits_are_arrow_datasets_of_token_and_class_ids(tmp_path, tokenizer):
     section = DataSection(path=str(DEFAULT_DATA))
     path = local_model(MINILM)
-    prepared = data.prepare(section, AutoTokenizer.from_pretrained(path), path, tmp_path)
+    prepared, report = data.prepare(section, 64, tokenizer, path, tmp_path)
     assert data.load_labels(prepared) == ["negative", "neutral", "positive"]
     train = data.load_split(prepared, "train")
-    assert len(train) == 960 and {row["labels"] for row in train} == {0, 1, 2}
+    assert train.num_rows == 960 and set(train["labels"]) == {0, 1, 2}
     texts = data.load_texts(prepared, "test")
-    assert len(texts) == len(data.load_split(prepared, "test")) == 120
+    assert len(texts) == data.load_split(prepared, "test").num_rows == 120
     assert {t["reference"] for t in texts} <= {"negative", "neutral", "positive"}
+    assert report["rows_read"] == 1200
     # Prepared once: a second call finds it.
-    mtime = (prepared / "train.pt").stat().st_mtime_ns
-    assert data.prepare(section, AutoTokenizer.from_pretrained(path), path, tmp_path) == prepared
-    assert (prepared / "train.pt").stat().st_mtime_ns == mtime
-    assert isinstance(torch.load(prepared / "train.pt")[0]["labels"], int)
+    stamp = (prepared / "train" / "dataset_info.json").stat().st_mtime_ns
+    assert data.prepare(section, 64, tokenizer, path, tmp_path) == (prepared, report)
+    assert (prepared / "train" / "dataset_info.json").stat().st_mtime_ns == stamp
