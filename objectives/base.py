@@ -174,8 +174,14 @@ class Objective(ABC):
     # still resume.
     added_sections: ClassVar[tuple[str, ...]] = ()
 
-    def metric(self, name: str) -> Metric | None:
-        return next((m for m in self.metrics if m.name == name), None)
+    def metric(self, name: str, config: BaseModel | None = None) -> Metric | None:
+        metrics = self.metrics if config is None else self.metrics_for(config)
+        return next((m for m in metrics if m.name == name), None)
+
+    def metrics_for(self, config: BaseModel) -> tuple[Metric, ...]:
+        """The metrics trials of ``config`` report (by default all the declared ones; e.g.
+        no answer metrics when the data has no answers)."""
+        return self.metrics
 
     def max_steps(self, config: BaseModel) -> int | None:
         """The longest a trial trains, in the steps it reports; None if not known upfront."""

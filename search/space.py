@@ -263,7 +263,7 @@ def load_space(name_or_path: str) -> SearchSpace:
             _resolve_paths(body, objective.path_fields, path.parent))
     except ValidationError as error:
         raise from_validation_error(path, error, fields_at=_keys_at(config_model)) from None
-    _check_metric(path, head, objective)
+    _check_metric(path, head, objective, defaults)
     space = SearchSpace(path, head, objective, defaults)
     _check_search(space)
     try:
@@ -273,13 +273,14 @@ def load_space(name_or_path: str) -> SearchSpace:
     return space
 
 
-def _check_metric(path: Path, head: SpaceHead, objective: Objective) -> None:
-    """study.metric is one the objective reports; the direction defaults to the metric's, and
-    the opposite direction (searching for the worst model) is refused."""
+def _check_metric(path: Path, head: SpaceHead, objective: Objective,
+                  defaults: BaseModel) -> None:
+    """study.metric is one the objective reports for this config; the direction defaults to
+    the metric's, and the opposite direction (searching for the worst model) is refused."""
     study = head.study
-    names = [m.name for m in objective.metrics]
+    names = [m.name for m in objective.metrics_for(defaults)]
     study.metric = study.metric or names[0]
-    metric = objective.metric(study.metric)
+    metric = objective.metric(study.metric, defaults)
     if metric is None:
         raise InputError(path, "study.metric", f"unknown metric {study.metric!r}"
                          f"{closest(study.metric, names)}; {objective.name} reports: "

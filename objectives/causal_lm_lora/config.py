@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from objectives.data.section import DataFiles
+from objectives.data.section import ChunkSection, DataFiles
 from objectives.sections import (
     EarlyStoppingSection,
     LoraSection,
@@ -41,6 +41,15 @@ class DataSection(DataFiles):
                       "chat data, or a folder of such files.")
     max_length: int = Field(256, gt=8, description="Tokens per example; longer prompts are "
                             "cut from the start.")
+    chunk: ChunkSection | None = Field(
+        None, description="Long documents (.txt / .md files, or a text column) cut into "
+        "token windows for continued pretraining, instead of instruction records.")
+
+    @model_validator(mode="after")
+    def _no_augmenting_documents(self) -> DataSection:
+        if self.chunk is not None and self.augment.p > 0:
+            raise ValueError("augment is for instruction records, not data.chunk documents")
+        return self
 
 
 class EvaluationSection(Section):

@@ -16,9 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from objectives.base import DATA_REPORT, LABELS, DataError
+from objectives.causal_lm_lora.config import DataSection
+from objectives.data.augment import training_set as augmented_training_set
+from objectives.data.chunking import chunked_splits, document_files
 from objectives.data.files import cache_key, save_dataset, section_files, write_json
-from objectives.data.pipeline import Built, Example, build
-from objectives.data.section import DataFiles
+from objectives.data.pipeline import (
+    TRAIN_EXAMPLES,
+    Built,
+    Example,
+    build,
+    remembered,
+    write_examples,
+)
 
 IGNORE_INDEX = -100  # the label value transformers' loss skips
 
@@ -52,7 +61,7 @@ def conversation(example: Example) -> list[dict[str, str]]:
         {"role": "assistant", "content": example.answer}]
 
 
-def build_splits(section: DataFiles, tokenizer, reference_model: str | None,
+def build_splits(section: DataSection, tokenizer, reference_model: str | None,
                  score: bool = True) -> Built:
     """The cleaned, de-duplicated, leak-free splits and their report."""
     def count_tokens(texts: list[str]) -> list[list[tuple[int, int]]]:
@@ -64,8 +73,10 @@ def build_splits(section: DataFiles, tokenizer, reference_model: str | None,
 
         return score_texts(reference_model, [f"{e.prompt}\n{e.answer}" for e in examples])
 
-    return build(section, to_example, answers_are_labels=False, count_tokens=count_tokens,
-                 perplexities=perplexities if reference_model else None, score=score)
+    return remembered(section, [tokenizer.name_or_path, reference_model if score else None],
+                      lambda: build(
+        section, to_example, answers_are_labels=False, count_tokens=count_tokens,
+        perplexities=perplexities if reference_model else None, score=score))
 
 
 def tokenize(messages: list[dict[str, str]], tokenizer, max_length: int) -> dict[str, list[int]]:
@@ -83,7 +94,7 @@ def tokenize(messages: list[dict[str, str]], tokenizer, max_length: int) -> dict
     return {"input_ids": full_ids[overflow:], "labels": labels[overflow:]}
 
 
-def prepare(section: DataFiles, max_length: int, tokenizer, tokenizer_dir: Path,
+def prepare(section: DataSection, max_length: int, tokenizer, tokenizer_dir: Path,
             reference_model: str | None, root: Path,
             labels: list[str] | None = None) -> tuple[Path, dict[str, Any]]:
     """Tokenise every split once into ``root/<key>/``; return that folder and the data report.
@@ -96,27 +107,61 @@ def prepare(section: DataFiles, max_length: int, tokenizer, tokenizer_dir: Path,
     import datasets
 
     settings = {**section.model_dump(mode="json", exclude={"path", "validation_path",
-                                                           "test_path"}),
+                                                           "test_path", "augment"}),
                 "max_length": max_length, "labels": labels, "reference": reference_model,
                 "layout": 3}
-    out = root / cache_key(section_files(section), tokenizer_dir, settings)
+    files = document_files(Path(section.path)) if section.chunk else section_files(section)
+    out = root / cache_key(files, tokenizer_dir, settings)
     if (out / "train" / "dataset_info.json").is_file():
         return out, json.loads((out / DATA_REPORT).read_text(encoding="utf-8"))
+    if section.chunk:
+        return out, _prepare_documents(section, tokenizer, out)
     built = build_splits(section, tokenizer, reference_model)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / LABELS, labels or built.labels)
     write_json(out / DATA_REPORT, built.report)
+    write_examples(out / TRAIN_EXAMPLES, built.splits["train"])
     datasets.disable_progress_bars()
     for name in ("validation", "test", "train"):  # train last: its folder marks a full cache
         examples = built.splits[name]
         if name != "train":
             write_json(out / f"{name}.texts.json",
                        [{"prompt": e.turns[-1][1], "reference": e.answer} for e in examples])
-        rows = [tokenize(conversation(e), tokenizer, max_length) for e in examples]
-        save_dataset(datasets.Dataset.from_dict({"input_ids": [r["input_ids"] for r in rows],
-                                                 "labels": [r["labels"] for r in rows]}),
-                     out / name)
+        save_dataset(tokenized(examples, tokenizer, max_length), out / name)
     return out, built.report
+
+
+def _prepare_documents(section: DataSection, tokenizer, out: Path) -> dict[str, Any]:
+    """Token windows of long documents, every token learned (data.chunk); no answers."""
+    import datasets
+
+    windows, report = chunked_splits(section, section.chunk, tokenizer, section.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / LABELS, None)
+    write_json(out / DATA_REPORT, report)
+    write_examples(out / TRAIN_EXAMPLES, [])
+    for name in ("validation", "test", "train"):  # train last: its folder marks a full cache
+        if name != "train":
+            write_json(out / f"{name}.texts.json", [])
+        save_dataset(datasets.Dataset.from_dict({"input_ids": windows[name],
+                                                 "labels": windows[name]}), out / name)
+    return report
+
+
+def tokenized(examples: list[Example], tokenizer, max_length: int):
+    """The examples' token ids and labels as an Arrow dataset."""
+    import datasets
+
+    rows = [tokenize(conversation(e), tokenizer, max_length) for e in examples]
+    return datasets.Dataset.from_dict({"input_ids": [r["input_ids"] for r in rows],
+                                       "labels": [r["labels"] for r in rows]})
+
+
+def training_set(prepared: Path, section: DataSection, tokenizer, seed: int):
+    """The training split with the trial's augmented copies (data.augment), and their
+    number."""
+    return augmented_training_set(prepared, section.augment, seed, lambda extra: tokenized(
+        extra, tokenizer, section.max_length))
 
 
 def load_split(prepared: Path, name: str):

@@ -97,6 +97,10 @@ def export_trial(
     study_dir = trial_dir.parent.parent
     adapter_dir = saved_adapter(trial)
     config = trial_config(trial_dir, CausalLMConfig)
+    if config.data.chunk:
+        raise DataError("data.chunk", "a continued-pretraining trial has no instruction data "
+                        "to check the export with; export the instruction-tuned study that "
+                        "continues from it", source=trial_dir)
     base_path = model_path(config)
     hf_config = model_config(config, base_path)
     _check_supported(hf_config, base_path)

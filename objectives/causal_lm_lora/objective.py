@@ -31,7 +31,14 @@ class CausalLMLoRA(AdapterObjective):
         Metric("eval_rougeL", "maximize", "mean ROUGE-L F1 of the answers", per_example=True),
     )
 
+    def metrics_for(self, config: CausalLMConfig) -> tuple[Metric, ...]:
+        """Documents (data.chunk) have no answers to score: the loss alone."""
+        return self.metrics[:1] if config.data.chunk else self.metrics
+
     def check(self, config: CausalLMConfig) -> None:
+        from objectives.data import augment
+
+        augment.check(config.data.augment)
         path = model_path(config)  # raises DataError naming model.name_or_path
         try:
             model_config(config, path)
@@ -45,8 +52,13 @@ class CausalLMLoRA(AdapterObjective):
 
         from objectives.causal_lm_lora import data
 
-        data.build_splits(config.data, AutoTokenizer.from_pretrained(model_path(config)),
-                          reference_model(config), score=False)
+        tokenizer = AutoTokenizer.from_pretrained(model_path(config))
+        if config.data.chunk:
+            from objectives.data.chunking import chunked_splits
+
+            chunked_splits(config.data, config.data.chunk, tokenizer, config.data.seed)
+        else:
+            data.build_splits(config.data, tokenizer, reference_model(config), score=False)
 
     def prepare(self, config: CausalLMConfig, prepared_dir: Path) -> dict[str, Any]:
         return self.prepared(config, prepared_dir)[1]

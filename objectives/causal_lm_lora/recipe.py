@@ -79,9 +79,9 @@ class GenerativeTrainer(Trainer):
     def _split(self, name: str) -> tuple[list[dict[str, str]], list[list[int]]]:
         """A split's prompts and references, and its prompts' token ids, read once."""
         if name not in self._splits:
-            self._splits[name] = (data.load_texts(self.prepared, name),
-                                  [generation.prompt_ids(row)
-                                   for row in data.load_split(self.prepared, name)])
+            texts = data.load_texts(self.prepared, name)
+            self._splits[name] = (texts, [generation.prompt_ids(row) for row in
+                                          data.load_split(self.prepared, name)] if texts else [])
         return self._splits[name]
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None,
@@ -93,6 +93,8 @@ class GenerativeTrainer(Trainer):
             return output
         limit = None if self.final else self.evaluation.max_eval_examples
         texts, prompts = self._split(split)
+        if not texts:  # documents (data.chunk): no prompts to answer
+            return output
         texts = texts[:limit]
         answers = generation.generate(self.model, self.answer_tokenizer, prompts[:len(texts)],
                                       self.max_new_tokens,
@@ -122,10 +124,12 @@ def run(config: CausalLMConfig, context: TrialContext, prepared: Path) -> None:
     except Exception:
         forget_base_model()  # it may be half-changed: the next trial loads it afresh
         raise
+    train, augmented = data.training_set(prepared, config.data, tokenizer, config.data.seed)
+    attrs = {"augmented_rows": augmented} if augmented else {}
     train_trial(lambda: GenerativeTrainer(
         model=model,
         args=training_arguments(config.training, context),
-        train_dataset=data.load_split(prepared, "train"),
+        train_dataset=train,
         eval_dataset=data.load_split(prepared, "validation"),
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True,
                                              label_pad_token_id=data.IGNORE_INDEX),
@@ -135,10 +139,11 @@ def run(config: CausalLMConfig, context: TrialContext, prepared: Path) -> None:
         prepared=prepared, evaluation=config.evaluation,
         answer_during_training=generation.answer_metric(context.metric) is not None,
         tokenizer=tokenizer,
-    ), model, context, lambda trainer: _finish(trainer, prepared, tokenizer, context))
+    ), model, context, lambda trainer: _finish(trainer, prepared, tokenizer, context, attrs))
 
 
-def _finish(trainer: GenerativeTrainer, prepared: Path, tokenizer, context: TrialContext) -> None:
+def _finish(trainer: GenerativeTrainer, prepared: Path, tokenizer, context: TrialContext,
+            attrs: dict[str, int]) -> None:
     """The best checkpoint (loaded back by the Trainer) answers the whole validation split
     (unless it already did while training) and the test split; its adapter, predictions and
     label set are saved, and the last report ends the trial with the validation value."""
@@ -158,7 +163,8 @@ def _finish(trainer: GenerativeTrainer, prepared: Path, tokenizer, context: Tria
     profile.unlink(missing_ok=True)  # a restarted trial's final evaluation starts afresh
     with profile_layers(trainer.model, profile):
         test = trainer.evaluate(data.load_split(prepared, "test"), metric_key_prefix="test")
-    write_predictions(context.trial_dir, "test", trainer.rows["test"])
+    if "test" in trainer.rows:
+        write_predictions(context.trial_dir, "test", trainer.rows["test"])
     shutil.copy2(prepared / LABELS, context.trial_dir / LABELS)
     trainer.model.save_pretrained(context.trial_dir / "adapter")
     tokenizer.save_pretrained(context.trial_dir / "adapter")
@@ -168,4 +174,4 @@ def _finish(trainer: GenerativeTrainer, prepared: Path, tokenizer, context: Tria
     loss = final.get("eval_loss", best if context.metric == "eval_loss" else None)
     if loss is not None:
         final["perplexity"] = math.exp(min(loss, 50.0))
-    context.complete(best, step=trainer.state.global_step, **final)
+    context.complete(best, step=trainer.state.global_step, attrs=attrs, **final)

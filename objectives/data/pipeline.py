@@ -9,6 +9,7 @@ splits and the report; nothing here knows an objective's row format: an objectiv
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections import Counter
@@ -48,6 +49,20 @@ class Example:
 
 
 ToExample = Callable[[dict[str, Any], str, Path], Example]
+TRAIN_EXAMPLES = "train.examples.json"  # beside prepared splits: the cleaned training examples
+
+
+def write_examples(path: Path, examples: list[Example]) -> None:
+    from objectives.data.files import write_json
+
+    write_json(path, [{"turns": e.turns, "answer": e.answer, "where": e.where,
+                       "source": e.source} for e in examples])
+
+
+def read_examples(path: Path) -> list[Example]:
+    return [Example(tuple((role, text) for role, text in row["turns"]), row["answer"],
+                    row["where"], row["source"])
+            for row in json.loads(path.read_text(encoding="utf-8"))]
 
 
 @dataclass
@@ -127,6 +142,27 @@ def build(section: DataFiles, to_example: ToExample, *, answers_are_labels: bool
         splits["train"] = _perplexity(splits["train"], section, perplexities, report)
     return Built(splits, labels, _report(report, rows_read, splits, labels, label_of, before,
                                          section))
+
+
+_LAST: dict[str, Built] = {}  # the last build of this process: the data check, then prepare
+
+
+def remembered(section: DataFiles, context: list[Any], make: Callable[[], Built]) -> Built:
+    """``make()``, or its result from the last call with the same section, files (by size and
+    modification time) and ``context``: a search checks its data, then prepares it, and a
+    large file is read and cleaned once."""
+    from objectives.data.files import section_files
+
+    files = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in section_files(section)]
+    key = json.dumps([section.model_dump(mode="json"), files, context], default=str)
+    if key not in _LAST:
+        _LAST.clear()
+        _LAST[key] = make()
+    return _LAST[key]
+
+
+def forget_builds() -> None:
+    _LAST.clear()
 
 
 def _read(path: Path, role: str, section: DataFiles, to_example: ToExample,

@@ -40,6 +40,34 @@ class CleanSection(Section):
                                          "when it is a causal LM.")
 
 
+Operation = Literal["swap", "delete", "insert", "synonym"]
+
+
+class AugmentSection(Section):
+    p: float = Field(0.0, ge=0, le=0.5, description="Share of each text's words each "
+                     "operation touches; 0 is off. Searchable, e.g. {type: float, low: 0, "
+                     "high: 0.3}.")
+    operations: list[Operation] = Field(
+        default_factory=lambda: ["swap", "delete", "insert"],
+        description="EDA operations; synonym needs NLTK's WordNet.")
+    copies: int = Field(1, ge=1, le=8, description="Augmented copies added per training "
+                        "example (the originals stay).")
+
+
+class ChunkSection(Section):
+    """Continued pretraining on long documents: windows of ``tokens`` tokens, each starting
+    ``tokens - overlap`` after the last, the loss on every token."""
+
+    tokens: int = Field(512, ge=16, description="Tokens per window (512 to 1024 is usual).")
+    overlap: int = Field(64, ge=0, description="Tokens a window shares with the next.")
+
+    @model_validator(mode="after")
+    def _overlap_below_window(self) -> ChunkSection:
+        if self.overlap >= self.tokens:
+            raise ValueError(f"overlap ({self.overlap}) must be below tokens ({self.tokens})")
+        return self
+
+
 class DataFiles(Section):
     """Where the examples are and how they are split."""
 
@@ -57,6 +85,7 @@ class DataFiles(Section):
         "from training, or an error naming it.")
     seed: int = 0
     clean: CleanSection = Field(default_factory=CleanSection)
+    augment: AugmentSection = Field(default_factory=AugmentSection)
 
     @model_validator(mode="after")
     def _both_split_files(self) -> DataFiles:
@@ -69,4 +98,4 @@ class DataFiles(Section):
 # Keys of the data section that came with this pipeline: studies made before it resume while
 # they are at their defaults.
 ADDED_DATA_KEYS = tuple(f"data.{key}" for key in ("columns", "validation_path", "test_path",
-                                                  "leakage", "clean"))
+                                                  "leakage", "clean", "augment"))

@@ -15,9 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from objectives.base import DATA_REPORT, LABELS, DataError
+from objectives.data.augment import training_set as augmented_training_set
 from objectives.data.files import cache_key, save_dataset, section_files, write_json
-from objectives.data.pipeline import Built, Example, build
-from objectives.data.section import DataFiles
+from objectives.data.pipeline import (
+    TRAIN_EXAMPLES,
+    Built,
+    Example,
+    build,
+    remembered,
+    write_examples,
+)
+from objectives.sequence_classification_lora.config import DataSection
 
 FIELDS = ("text", "label")
 
@@ -39,17 +47,18 @@ def to_example(row: dict[str, Any], where: str, source: Path) -> Example:
     return Example((("text", values[0]),), values[1], where, str(source))
 
 
-def build_splits(section: DataFiles, tokenizer) -> Built:
+def build_splits(section: DataSection, tokenizer) -> Built:
     """The cleaned, de-duplicated, leak-free splits and their report."""
     def count_tokens(texts: list[str]) -> list[list[tuple[int, int]]]:
         return tokenizer(texts, add_special_tokens=False,
                          return_offsets_mapping=True)["offset_mapping"]
 
-    return build(section, to_example, answers_are_labels=True, count_tokens=count_tokens,
-                 required=FIELDS)
+    return remembered(section, [tokenizer.name_or_path], lambda: build(
+        section, to_example, answers_are_labels=True, count_tokens=count_tokens,
+        required=FIELDS))
 
 
-def prepare(section: DataFiles, max_length: int, tokenizer, tokenizer_dir: Path,
+def prepare(section: DataSection, max_length: int, tokenizer, tokenizer_dir: Path,
             root: Path) -> tuple[Path, dict[str, Any]]:
     """Tokenise every split once into ``root/<key>/``; return that folder and the report.
 
@@ -60,7 +69,7 @@ def prepare(section: DataFiles, max_length: int, tokenizer, tokenizer_dir: Path,
     import datasets
 
     settings = {**section.model_dump(mode="json", exclude={"path", "validation_path",
-                                                           "test_path"}),
+                                                           "test_path", "augment"}),
                 "max_length": max_length, "objective": "sequence_classification"}
     out = root / cache_key(section_files(section), tokenizer_dir, settings)
     if (out / "train" / "dataset_info.json").is_file():
@@ -70,18 +79,31 @@ def prepare(section: DataFiles, max_length: int, tokenizer, tokenizer_dir: Path,
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / LABELS, labels)
     write_json(out / DATA_REPORT, built.report)
+    write_examples(out / TRAIN_EXAMPLES, built.splits["train"])
     datasets.disable_progress_bars()
     for name in ("validation", "test", "train"):  # train last: its folder marks a full cache
         examples = built.splits[name]
         write_json(out / f"{name}.texts.json",
                    [{"prompt": e.prompt, "reference": e.answer} for e in examples])
-        encoded = tokenizer([e.prompt for e in examples], truncation=True,
-                            max_length=max_length)
-        ids = {label: i for i, label in enumerate(labels)}
-        save_dataset(datasets.Dataset.from_dict({
-            "input_ids": encoded["input_ids"],
-            "labels": [ids[e.answer] for e in examples]}), out / name)
+        save_dataset(tokenized(examples, labels, tokenizer, max_length), out / name)
     return out, built.report
+
+
+def tokenized(examples: list[Example], labels: list[str], tokenizer, max_length: int):
+    """The examples' token ids and class ids as an Arrow dataset."""
+    import datasets
+
+    encoded = tokenizer([e.prompt for e in examples], truncation=True, max_length=max_length)
+    ids = {label: i for i, label in enumerate(labels)}
+    return datasets.Dataset.from_dict({"input_ids": encoded["input_ids"],
+                                       "labels": [ids[e.answer] for e in examples]})
+
+
+def training_set(prepared: Path, section: DataSection, tokenizer, seed: int):
+    """The training split with the trial's augmented copies (data.augment), and their
+    number."""
+    return augmented_training_set(prepared, section.augment, seed, lambda extra: tokenized(
+        extra, load_labels(prepared), tokenizer, section.max_length))
 
 
 def load_split(prepared: Path, name: str):

@@ -27,6 +27,9 @@ class SequenceClassificationLoRA(AdapterObjective):
     def check(self, config: ClassificationConfig) -> None:
         from transformers import AutoConfig
 
+        from objectives.data import augment
+
+        augment.check(config.data.augment)
         path = model_path(config)  # raises DataError naming model.name_or_path
         try:
             AutoConfig.from_pretrained(path)

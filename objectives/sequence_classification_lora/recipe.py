@@ -113,17 +113,19 @@ def run(config: ClassificationConfig, context: TrialContext, prepared: Path) -> 
     except Exception:
         forget_base_model()  # it may be half-changed: the next trial loads it afresh
         raise
+    train, augmented = data.training_set(prepared, config.data, tokenizer, config.data.seed)
+    attrs = {"augmented_rows": augmented} if augmented else {}
     train_trial(lambda: Trainer(
         model=model,
         args=training_arguments(config.training, context,
                                 label_smoothing_factor=config.training.label_smoothing_factor),
-        train_dataset=data.load_split(prepared, "train"),
+        train_dataset=train,
         eval_dataset=data.load_split(prepared, "validation"),
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=compute_metrics,
         compute_loss_func=loss_function(config, prepared),
         callbacks=trial_callbacks(context, config.early_stopping, task_metric),
-    ), model, context, lambda trainer: _finish(trainer, prepared, tokenizer, context))
+    ), model, context, lambda trainer: _finish(trainer, prepared, tokenizer, context, attrs))
 
 
 def loss_function(config: ClassificationConfig, prepared: Path) -> ClassificationLoss | None:
@@ -164,7 +166,8 @@ def per_class(rows: list[dict[str, str]], labels: list[str]) -> dict[str, Any]:
     }
 
 
-def _finish(trainer: Trainer, prepared: Path, tokenizer, context: TrialContext) -> None:
+def _finish(trainer: Trainer, prepared: Path, tokenizer, context: TrialContext,
+            attrs: dict[str, int]) -> None:
     """The best checkpoint (loaded back by the Trainer) predicts the validation and test
     splits; its adapter, predictions, label set and per-class figures are saved, and the last
     report ends the trial with the validation value."""
@@ -183,7 +186,7 @@ def _finish(trainer: Trainer, prepared: Path, tokenizer, context: TrialContext) 
     value = final.pop(context.metric)
     base = trainer.model.get_base_model().config
     context.complete(value, step=trainer.state.global_step,
-                     attrs={"test_per_class": figures["per_class"],
+                     attrs={**attrs, "test_per_class": figures["per_class"],
                             "test_confusion_matrix": figures["confusion_matrix"],
                             "labels": labels, "model_type": base.model_type,
                             "num_hidden_layers": base.num_hidden_layers}, **final)

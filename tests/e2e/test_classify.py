@@ -51,6 +51,7 @@ def test_the_best_trial_beats_the_untuned_default_on_both_label_metrics(searched
     assert macro_f1.startswith(f"best trial {best.number} vs untuned default: test macro_f1 ")
     assert accuracy.startswith(f"best trial {best.number} vs untuned default: test accuracy ")
     assert "McNemar exact p<0.001, n=120" in accuracy
+    assert "data: 1200 rows -> 1200; labels 1.1 : 1 in train" in out.splitlines()
     assert "paired permutation p<0.001, n=120" in macro_f1
     comparison = json.loads((studies / "cls" / "comparison.json").read_text())
     assert comparison["metric"] == "test_accuracy"
@@ -59,6 +60,7 @@ def test_the_best_trial_beats_the_untuned_default_on_both_label_metrics(searched
 def test_the_report_shows_the_best_trials_classes(searched):
     report = (searched[3] / "cls" / "report.html").read_text()
     assert '<section id="classes">' in report and "true class" in report
+    assert '<section id="data">' in report
 
 
 def test_export_writes_a_merged_classifier_and_no_modelfile(searched, monkeypatch, capsys):

@@ -42,7 +42,7 @@ def test_bad_space_is_one_line_exit_2_and_creates_nothing(space, studies_dir, ca
     # One line, naming the file and the problem, no traceback.
     assert err.count("\n") == 1 and "Traceback" not in err
     # The space file, or for bad data the dataset file, is named.
-    assert err.startswith((f"error: {space}: ", f"error: {DATA / 'datasets'}")) \
+    assert err.startswith((f"error: {space}: ", f"error: {DATA}")) \
         or ".jsonl: " in err
     assert expected_message(space) in err
     assert not studies_dir.exists()

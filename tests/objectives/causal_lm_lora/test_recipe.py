@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM
 from objectives.base import TrialContext
 from objectives.causal_lm_lora import CausalLMConfig, CausalLMLoRA
 from objectives.causal_lm_lora.config import model_config
+from objectives.data.section import ChunkSection
 from objectives.trainer import _BASE_MODELS, device_map, precision_flags
 from tests.fakes import Recorder
 
@@ -198,3 +199,15 @@ def test_the_untuned_default_is_not_stopped_by_early_stopping(tmp_path: Path) ->
     baseline = run(config, tmp_path / "b", tmp_path / "prepared", baseline=True)
     assert [r["step"] for r in stopped[:-1]] == [10, 20]
     assert [r["step"] for r in baseline[:-1]] == [10, 20, 30, 40]
+
+
+def test_continued_pretraining_on_documents_learns_every_token(tmp_path: Path) -> None:
+    corpus = Path(__file__).resolve().parents[3] / "data" / "finance_news.txt"
+    config = tiny_config(max_steps=20)
+    config.data.path, config.data.chunk = str(corpus), ChunkSection(tokens=64, overlap=8)
+    assert [m.name for m in CausalLMLoRA().metrics_for(config)] == ["eval_loss"]
+    results = run(config, tmp_path / "t", tmp_path / "prepared")
+    evals, final = results[:-1], results[-1]
+    assert final["outcome"] == "complete" and evals[-1]["eval_loss"] < evals[0]["eval_loss"]
+    assert "test_loss" in final and not any(key.endswith("accuracy") for key in final)
+    assert not (tmp_path / "t" / "predictions_test.jsonl").exists()

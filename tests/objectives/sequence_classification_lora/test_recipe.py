@@ -107,14 +107,16 @@ def test_a_second_trial_on_the_kept_base_starts_anew(trained):
                                                             rel=1e-4)
 
 
-def test_focal_loss_and_class_weights_train_on_imbalanced_data(tmp_path):
+def test_focal_loss_class_weights_and_augmentation_train_on_imbalanced_data(tmp_path):
     cfg = config(data={"path": str(DATA / "finance_sentiment_imbalanced.csv"),
-                       "max_length": 48},
+                       "max_length": 48, "augment": {"p": 0.2}},
                  training={"max_steps": 20, "eval_steps": 10},
                  loss={"focal_gamma": 2.0, "class_weights": "balanced"})
     results = run(cfg, tmp_path, "focal")
     assert results[-1]["outcome"] == "complete"
     assert results[1]["eval_loss"] < results[0]["eval_loss"]
+    # One augmented copy of (nearly) every one of the 432 training examples was added.
+    assert 400 < json.loads(results[-1]["attrs"])["augmented_rows"] <= 432
 
 
 def test_export_merges_the_adapter_and_gives_the_same_logits(trained, tmp_path):
