@@ -20,7 +20,7 @@ class CausalLMLoRA(AdapterObjective):
     name = "causal_lm_lora"
     config_model = CausalLMConfig
     path_fields = CausalLMConfig.path_fields
-    added_sections = ("evaluation", *ADDED_DATA_KEYS)
+    added_sections = ("evaluation", *ADDED_DATA_KEYS, "data.chunk")
     metrics = (
         Metric("eval_loss", "minimize", "validation loss on the answer tokens"),
         Metric("eval_accuracy", "maximize", "greedy answers equal to the reference (after "

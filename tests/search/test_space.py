@@ -79,7 +79,8 @@ def test_a_space_made_before_the_evaluation_section_keeps_its_fingerprint() -> N
     space = load_space("lora.yaml")
     before = space.defaults.model_dump(mode="json")
     before.pop("evaluation")
-    for key in ("columns", "validation_path", "test_path", "leakage", "clean"):
+    for key in ("columns", "validation_path", "test_path", "leakage", "clean", "augment",
+                "chunk"):
         before["data"].pop(key)
     content = {"objective": "causal_lm_lora", "defaults": before,
                "search": {k: v.model_dump(mode="json") for k, v in space.head.search.items()}}
