@@ -30,7 +30,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, sort_checkpoints
 from transformers.utils import logging as transformers_logging
 
 from objectives.base import LAST_EVALUATION, TrialContext, finite
-from objectives.sections import EarlyStoppingSection, TrainingSection
+from objectives.sections import EarlyStoppingSection, LoraSection, TrainingSection, module_names
 
 # The base model a worker loaded last. Ray reuses workers across trials, so a trial whose
 # model matches the last one's only adds a fresh adapter to it; another key loads anew.
@@ -56,6 +56,24 @@ def forget_base_model() -> None:
     """Drop the kept model, e.g. when attaching an adapter failed and may have changed it."""
     _BASE_MODELS.clear()
     gc.collect()
+
+
+def with_lora(base: PreTrainedModel, task_type: str, lora: LoraSection,
+              reset: Callable[[PreTrainedModel], None] | None = None):
+    """``base`` with a fresh LoRA adapter of the space's ``lora`` section (``reset`` first
+    readies the base, e.g. a new head). A failure drops the kept base, which it may have
+    half-changed, so the next trial loads it afresh."""
+    from peft import LoraConfig, get_peft_model
+
+    try:
+        if reset is not None:
+            reset(base)
+        return get_peft_model(base, LoraConfig(
+            task_type=task_type, r=lora.r, lora_alpha=lora.lora_alpha,
+            lora_dropout=lora.lora_dropout, target_modules=module_names(lora), bias=lora.bias))
+    except Exception:
+        forget_base_model()
+        raise
 
 
 def device_map(visible_gpus: int) -> str | None:

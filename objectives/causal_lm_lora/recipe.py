@@ -15,7 +15,6 @@ import shutil
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, get_peft_model
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -34,17 +33,16 @@ from objectives.causal_lm_lora.config import (
     model_path,
 )
 from objectives.causal_lm_lora.layer_profile import LAYER_PROFILE, profile_layers
-from objectives.sections import module_names
 from objectives.trainer import (
     best_step,
     cached_base_model,
     device_map,
-    forget_base_model,
     logged_evaluation,
     quiet_transformers,
     train_trial,
     training_arguments,
     trial_callbacks,
+    with_lora,
 )
 
 
@@ -115,15 +113,7 @@ def run(config: CausalLMConfig, context: TrialContext, prepared: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(model_path(config))
     base = load_base_model(config)
     set_seed(config.training.seed)  # after loading, so a reused base gives the same adapter init
-    try:
-        model = get_peft_model(base, LoraConfig(
-            task_type="CAUSAL_LM", r=config.lora.r, lora_alpha=config.lora.lora_alpha,
-            lora_dropout=config.lora.lora_dropout, target_modules=module_names(config.lora),
-            bias=config.lora.bias,
-        ))
-    except Exception:
-        forget_base_model()  # it may be half-changed: the next trial loads it afresh
-        raise
+    model = with_lora(base, "CAUSAL_LM", config.lora)
     train, augmented = data.training_set(prepared, config.data, tokenizer, config.data.seed)
     attrs = {"augmented_rows": augmented} if augmented else {}
     train_trial(lambda: GenerativeTrainer(

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from peft import LoraConfig, get_peft_model
 from sklearn.metrics import classification_report, confusion_matrix
 from transformers import (
     AutoModelForSequenceClassification,
@@ -31,7 +30,6 @@ from transformers.utils import logging as transformers_logging
 
 from objectives import metrics
 from objectives.base import LABELS, TrialContext, write_predictions
-from objectives.sections import module_names
 from objectives.sequence_classification_lora import data
 from objectives.sequence_classification_lora.config import ClassificationConfig, model_path
 from objectives.sequence_classification_lora.losses import ClassificationLoss, balanced_weights
@@ -39,11 +37,11 @@ from objectives.sequence_classification_lora.objective import TASK_METRICS
 from objectives.trainer import (
     cached_base_model,
     device_map,
-    forget_base_model,
     quiet_transformers,
     train_trial,
     training_arguments,
     trial_callbacks,
+    with_lora,
 )
 
 PER_CLASS = "per_class.json"  # per trial folder: the test split's per-class figures
@@ -103,16 +101,8 @@ def run(config: ClassificationConfig, context: TrialContext, prepared: Path) -> 
     labels = data.load_labels(prepared)
     base = load_base_model(path, labels)
     set_seed(config.training.seed)  # after loading, so a reused base starts the same way
-    try:
-        fresh_head(base)
-        model = get_peft_model(base, LoraConfig(
-            task_type="SEQ_CLS", r=config.lora.r, lora_alpha=config.lora.lora_alpha,
-            lora_dropout=config.lora.lora_dropout, target_modules=module_names(config.lora),
-            bias=config.lora.bias,  # SEQ_CLS: peft trains the head in full (modules_to_save)
-        ))
-    except Exception:
-        forget_base_model()  # it may be half-changed: the next trial loads it afresh
-        raise
+    # SEQ_CLS: peft trains the classification head in full (its modules_to_save).
+    model = with_lora(base, "SEQ_CLS", config.lora, reset=fresh_head)
     train, augmented = data.training_set(prepared, config.data, tokenizer, config.data.seed)
     attrs = {"augmented_rows": augmented} if augmented else {}
     train_trial(lambda: Trainer(
