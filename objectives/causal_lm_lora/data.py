@@ -81,11 +81,23 @@ def build_splits(section: DataSection, tokenizer, reference_model: str | None,
 
 def tokenize(messages: list[dict[str, str]], tokenizer, max_length: int) -> dict[str, list[int]]:
     """Token ids and labels of one conversation; the prompt's labels are IGNORE_INDEX."""
-    prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False,
-                                           add_generation_prompt=True)
-    full = tokenizer.apply_chat_template(messages, tokenize=False)
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    full_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+    return tokenize_all([messages], tokenizer, max_length)[0]
+
+
+def tokenize_all(conversations: list[list[dict[str, str]]], tokenizer,
+                 max_length: int) -> list[dict[str, list[int]]]:
+    """``tokenize`` of many conversations, the texts tokenised in one batch."""
+    if not conversations:
+        return []
+    prompts = tokenizer.apply_chat_template([c[:-1] for c in conversations], tokenize=False,
+                                            add_generation_prompt=True)
+    fulls = tokenizer.apply_chat_template(conversations, tokenize=False)
+    prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    full_ids = tokenizer(fulls, add_special_tokens=False)["input_ids"]
+    return [_labelled(p, f, max_length) for p, f in zip(prompt_ids, full_ids, strict=True)]
+
+
+def _labelled(prompt_ids: list[int], full_ids: list[int], max_length: int) -> dict[str, list[int]]:
     if full_ids[:len(prompt_ids)] != prompt_ids:
         raise ValueError("the chat template renders the prompt differently inside the full text")
     labels = [IGNORE_INDEX] * len(prompt_ids) + full_ids[len(prompt_ids):]
@@ -152,7 +164,7 @@ def tokenized(examples: list[Example], tokenizer, max_length: int):
     """The examples' token ids and labels as an Arrow dataset."""
     import datasets
 
-    rows = [tokenize(conversation(e), tokenizer, max_length) for e in examples]
+    rows = tokenize_all([conversation(e) for e in examples], tokenizer, max_length)
     return datasets.Dataset.from_dict({"input_ids": [r["input_ids"] for r in rows],
                                        "labels": [r["labels"] for r in rows]})
 

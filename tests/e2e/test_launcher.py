@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 import time
@@ -43,7 +44,7 @@ def test_bad_space_is_one_line_exit_2_and_creates_nothing(space, studies_dir, ca
     assert err.count("\n") == 1 and "Traceback" not in err
     # The space file, or for bad data the dataset file, is named.
     assert err.startswith((f"error: {space}: ", f"error: {DATA}")) \
-        or ".jsonl: " in err
+        or re.match(r"error: \S+\.(jsonl|csv): ", err)  # a data file that is not there
     assert expected_message(space) in err
     assert not studies_dir.exists()
 
