@@ -186,3 +186,42 @@ def test_noisy_training_examples_are_dropped_by_perplexity(tmp_path):
     assert not any(e.prompt == "text 7" for e in built.splits["train"])
     with pytest.raises(DataError, match="needs a causal language model"):
         build(section, to_example, answers_are_labels=True)
+
+
+def test_the_reference_model_scores_its_own_text_below_noise(tiny_model):
+    from objectives.data.perplexity import perplexities
+
+    corpus = (Path(__file__).resolve().parents[3] / "data" / "finance_news.txt")
+    lines = corpus.read_text().splitlines()[:4]
+    noise = ["qzx vbn plk wrt", "zzzz qqqq xxxx jjjj kkkk"]
+    scores = perplexities(str(tiny_model), lines + noise, batch_size=3)
+    assert all(1 < s < 1e6 for s in scores)
+    assert max(scores[:4]) < min(scores[4:])  # the model was pre-trained on that text
+    # Batching does not change a text's score (padding is masked out).
+    alone = perplexities(str(tiny_model), lines[:1])
+    assert alone[0] == pytest.approx(scores[0], rel=1e-4)
+
+
+def test_the_causal_objective_filters_by_its_base_models_perplexity(tmp_path, tiny_model):
+    from objectives.causal_lm_lora.config import CausalLMConfig, reference_model
+    from objectives.data.perplexity import perplexities
+
+    lines = (Path(__file__).resolve().parents[3] / "data" / "finance_news.txt").read_text()
+    texts = lines.splitlines()[:40] + [f"qzx vbn plk wrt {i} zzzz jjjj" for i in range(4)]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({"instruction": text, "output": "ok"}) + "\n"
+                            for text in texts))
+    # A threshold between the news lines (the model's pre-training text) and the noise.
+    scores = perplexities(str(tiny_model), [f"{t}\nok" for t in texts])
+    limit = (max(scores[:40]) + min(scores[40:])) / 2
+    config = CausalLMConfig.model_validate({"data": {"path": str(path),
+                                                     "clean": {"max_perplexity": limit}}})
+    assert reference_model(config) == str(tiny_model)  # the embedded base model
+    built = causal_data.build_splits(config.data, AutoTokenizer.from_pretrained(tiny_model),
+                                     reference_model(config))
+    held_out = [e for name in ("validation", "test") for e in built.splits[name]]
+    noise_in_train = 4 - sum(e.prompt.startswith("qzx") for e in held_out)
+    step = next(s for s in built.report["steps"] if s["rule"] == "max_perplexity")
+    assert step["removed"] == noise_in_train > 0
+    assert not any(e.prompt.startswith("qzx") for e in built.splits["train"])
+    assert len(built.splits["train"]) + len(held_out) == 44 - noise_in_train
