@@ -172,6 +172,7 @@ def bare_loop(space, config, prepared: Path, steps: int, threads: int) -> dict[s
 
     from objectives.causal_lm_lora import data as sft_data
     from objectives.causal_lm_lora.config import model_config, model_path
+    from objectives.data.files import load_split
     from objectives.sections import module_names
 
     torch.set_num_threads(threads)
@@ -188,7 +189,7 @@ def bare_loop(space, config, prepared: Path, steps: int, threads: int) -> dict[s
     model.train()
     tokenizer = AutoTokenizer.from_pretrained(path)
     loader = torch.utils.data.DataLoader(
-        sft_data.load_split(prepared, "train"), batch_size=train.per_device_train_batch_size,
+        load_split(prepared, "train"), batch_size=train.per_device_train_batch_size,
         shuffle=True, generator=torch.Generator().manual_seed(train.seed),
         collate_fn=DataCollatorForSeq2Seq(tokenizer, padding=True,
                                           label_pad_token_id=sft_data.IGNORE_INDEX))

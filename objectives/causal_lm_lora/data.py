@@ -11,23 +11,20 @@ every trial.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from objectives.base import DATA_REPORT, LABELS, DataError
+from objectives.base import DataError
 from objectives.causal_lm_lora.config import DataSection
 from objectives.data.augment import training_set as augmented_training_set
 from objectives.data.chunking import chunked_splits, document_files
-from objectives.data.files import cache_key, save_dataset, section_files, write_json
-from objectives.data.pipeline import (
-    TRAIN_EXAMPLES,
-    Built,
-    Example,
-    build,
-    remembered,
-    write_examples,
+from objectives.data.files import (
+    HELD_OUT,
+    prepared_folder,
+    write_prepared,
 )
+from objectives.data.pipeline import Built, Example, build, remembered
+from objectives.data.reading import section_files
 
 IGNORE_INDEX = -100  # the label value transformers' loss skips
 
@@ -116,31 +113,23 @@ def prepare(section: DataSection, max_length: int, tokenizer, tokenizer_dir: Pat
     generation), the closed answer set (``labels.json``: ``labels`` when given, else found
     from the training answers, else null for free text) and ``data_report.json``.
     """
-    import datasets
-
     settings = {**section.model_dump(mode="json", exclude={"path", "validation_path",
                                                            "test_path", "augment"}),
                 "max_length": max_length, "labels": labels, "reference": reference_model,
                 "layout": 3}
     files = document_files(Path(section.path)) if section.chunk else section_files(section)
-    out = root / cache_key(files, tokenizer_dir, settings)
-    if (out / "train" / "dataset_info.json").is_file():
-        return out, json.loads((out / DATA_REPORT).read_text(encoding="utf-8"))
+    out, report = prepared_folder(root, files, tokenizer_dir, settings)
+    if report is not None:
+        return out, report
     if section.chunk:
         return out, _prepare_documents(section, tokenizer, out)
     built = build_splits(section, tokenizer, reference_model)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / LABELS, labels or built.labels)
-    write_json(out / DATA_REPORT, built.report)
-    write_examples(out / TRAIN_EXAMPLES, built.splits["train"])
-    datasets.disable_progress_bars()
-    for name in ("validation", "test", "train"):  # train last: its folder marks a full cache
-        examples = built.splits[name]
-        if name != "train":
-            write_json(out / f"{name}.texts.json",
-                       [{"prompt": e.turns[-1][1], "reference": e.answer} for e in examples])
-        save_dataset(tokenized(examples, tokenizer, max_length), out / name)
-    return out, built.report
+    texts = {name: [{"prompt": e.turns[-1][1], "reference": e.answer}
+                    for e in built.splits[name]] for name in HELD_OUT}
+    splits = {name: tokenized(examples, tokenizer, max_length)
+              for name, examples in built.splits.items()}
+    return out, write_prepared(out, labels or built.labels, built.report, built.splits["train"],
+                               texts, splits)
 
 
 def _prepare_documents(section: DataSection, tokenizer, out: Path) -> dict[str, Any]:
@@ -148,16 +137,9 @@ def _prepare_documents(section: DataSection, tokenizer, out: Path) -> dict[str, 
     import datasets
 
     windows, report = chunked_splits(section, section.chunk, tokenizer, section.seed)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / LABELS, None)
-    write_json(out / DATA_REPORT, report)
-    write_examples(out / TRAIN_EXAMPLES, [])
-    for name in ("validation", "test", "train"):  # train last: its folder marks a full cache
-        if name != "train":
-            write_json(out / f"{name}.texts.json", [])
-        save_dataset(datasets.Dataset.from_dict({"input_ids": windows[name],
-                                                 "labels": windows[name]}), out / name)
-    return report
+    splits = {name: datasets.Dataset.from_dict({"input_ids": w, "labels": w})
+              for name, w in windows.items()}
+    return write_prepared(out, None, report, [], {name: [] for name in HELD_OUT}, splits)
 
 
 def tokenized(examples: list[Example], tokenizer, max_length: int):
@@ -174,19 +156,3 @@ def training_set(prepared: Path, section: DataSection, tokenizer, seed: int):
     number."""
     return augmented_training_set(prepared, section.augment, seed, lambda extra: tokenized(
         extra, tokenizer, section.max_length))
-
-
-def load_split(prepared: Path, name: str):
-    """A split's tokenised examples: a memory-mapped Arrow dataset."""
-    import datasets
-
-    return datasets.load_from_disk(str(prepared / name))
-
-
-def load_texts(prepared: Path, name: str) -> list[dict[str, str]]:
-    """Prompt and reference answer of each example of a split, in the split's order."""
-    return json.loads((prepared / f"{name}.texts.json").read_text(encoding="utf-8"))
-
-
-def load_labels(prepared: Path) -> list[str] | None:
-    return json.loads((prepared / LABELS).read_text(encoding="utf-8"))

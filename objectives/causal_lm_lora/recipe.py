@@ -33,6 +33,7 @@ from objectives.causal_lm_lora.config import (
     model_path,
 )
 from objectives.causal_lm_lora.layer_profile import LAYER_PROFILE, profile_layers
+from objectives.data.files import load_labels, load_split, load_texts
 from objectives.trainer import (
     best_step,
     cached_base_model,
@@ -66,7 +67,7 @@ class GenerativeTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.prepared, self.evaluation, self.answer_tokenizer = prepared, evaluation, tokenizer
         self.answer_during_training = answer_during_training
-        self.labels = data.load_labels(prepared)
+        self.labels = load_labels(prepared)
         self.max_new_tokens = evaluation.max_new_tokens or generation.longest_answer(
             self.train_dataset)
         self.final = False  # set for the evaluations after training: whole splits
@@ -77,9 +78,9 @@ class GenerativeTrainer(Trainer):
     def _split(self, name: str) -> tuple[list[dict[str, str]], list[list[int]]]:
         """A split's prompts and references, and its prompts' token ids, read once."""
         if name not in self._splits:
-            texts = data.load_texts(self.prepared, name)
+            texts = load_texts(self.prepared, name)
             self._splits[name] = (texts, [generation.prompt_ids(row) for row in
-                                          data.load_split(self.prepared, name)] if texts else [])
+                                          load_split(self.prepared, name)] if texts else [])
         return self._splits[name]
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None,
@@ -120,7 +121,7 @@ def run(config: CausalLMConfig, context: TrialContext, prepared: Path) -> None:
         model=model,
         args=training_arguments(config.training, context),
         train_dataset=train,
-        eval_dataset=data.load_split(prepared, "validation"),
+        eval_dataset=load_split(prepared, "validation"),
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True,
                                              label_pad_token_id=data.IGNORE_INDEX),
         callbacks=trial_callbacks(context, config.early_stopping,
@@ -152,7 +153,7 @@ def _finish(trainer: GenerativeTrainer, prepared: Path, tokenizer, context: Tria
     profile = context.trial_dir / LAYER_PROFILE
     profile.unlink(missing_ok=True)  # a restarted trial's final evaluation starts afresh
     with profile_layers(trainer.model, profile):
-        test = trainer.evaluate(data.load_split(prepared, "test"), metric_key_prefix="test")
+        test = trainer.evaluate(load_split(prepared, "test"), metric_key_prefix="test")
     if "test" in trainer.rows:
         write_predictions(context.trial_dir, "test", trainer.rows["test"])
     shutil.copy2(prepared / LABELS, context.trial_dir / LABELS)

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from objectives.base import DataError
-from objectives.data.pipeline import TRAIN_EXAMPLES, Example, read_examples
+from objectives.data.files import TRAIN_EXAMPLES, load_split, read_examples
+from objectives.data.pipeline import Example
 from objectives.data.section import AugmentSection
 
 
@@ -119,7 +120,7 @@ def training_set(prepared: Path, section: AugmentSection, seed: int,
     copies, tokenised by ``tokenized``, added; and how many copies that is."""
     import datasets
 
-    train = datasets.load_from_disk(str(prepared / "train"))
+    train = load_split(prepared, "train")
     extra = augment_examples(read_examples(prepared / TRAIN_EXAMPLES), section, seed)
     if not extra:
         return train, 0

@@ -64,12 +64,7 @@ def chunked_splits(section: DataFiles, chunk: ChunkSection, tokenizer,
     cleaned, seen = [], set()
     duplicates, empty = report.step("duplicates"), report.step("empty")
     for place, text in docs:
-        def record(rule: str, before: str, after: str, where: str = place) -> None:
-            step = report.step(rule)
-            step.changed += 1
-            step.note(where, before, after)
-
-        text = cleaner(text, record)
+        text = cleaner(text, report.changes_at(place))
         key = normalized(text)
         if not text:
             empty.removed += 1

@@ -20,7 +20,7 @@ from typing import Any
 
 from objectives.base import DataError
 from objectives.data.cleaning import Cleaner, normalized
-from objectives.data.reading import data_files, read_table
+from objectives.data.reading import data_files, read_table, section_files
 from objectives.data.section import DataFiles
 from objectives.metrics import find_labels, normalize
 
@@ -49,22 +49,6 @@ class Example:
 
 
 ToExample = Callable[[dict[str, Any], str, Path], Example]
-TRAIN_EXAMPLES = "train.examples.json"  # beside prepared splits: the cleaned training examples
-
-
-def write_examples(path: Path, examples: list[Example]) -> None:
-    from objectives.data.files import write_json
-
-    write_json(path, [{"turns": e.turns, "answer": e.answer, "where": e.where,
-                       "source": e.source} for e in examples])
-
-
-def read_examples(path: Path) -> list[Example]:
-    return [Example(tuple((role, text) for role, text in row["turns"]), row["answer"],
-                    row["where"], row["source"])
-            for row in json.loads(path.read_text(encoding="utf-8"))]
-
-
 @dataclass
 class Step:
     """What one rule did: rows removed, rows changed, and a few of them before -> after."""
@@ -97,6 +81,14 @@ class Report:
 
     def step(self, rule: str) -> Step:
         return self.steps.setdefault(rule, Step(rule))
+
+    def changes_at(self, where: str) -> Callable[[str, str, str], None]:
+        """What a Cleaner calls for each rule that changed a text at ``where``."""
+        def record(rule: str, before: str, after: str) -> None:
+            step = self.step(rule)
+            step.changed += 1
+            step.note(where, before, after)
+        return record
 
 
 def build(section: DataFiles, to_example: ToExample, *, answers_are_labels: bool,
@@ -151,8 +143,6 @@ def remembered(section: DataFiles, context: list[Any], make: Callable[[], Built]
     """``make()``, or its result from the last call with the same section, files (by size and
     modification time) and ``context``: a search checks its data, then prepares it, and a
     large file is read and cleaned once."""
-    from objectives.data.files import section_files
-
     files = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in section_files(section)]
     key = json.dumps([section.model_dump(mode="json"), files, context], default=str)
     if key not in _LAST:
@@ -191,11 +181,7 @@ def _clean(examples: list[Example], cleaner: Cleaner, answers_are_labels: bool,
     empty = report.step("empty")
     kept = []
     for example in examples:
-        def record(rule: str, before: str, after: str, where: str = example.where) -> None:
-            step = report.step(rule)
-            step.changed += 1
-            step.note(where, before, after)
-
+        record = report.changes_at(example.where)
         turns = tuple((role, cleaner(text, record)) for role, text in example.turns)
         answer = example.answer.strip() if answers_are_labels else cleaner(example.answer,
                                                                            record)

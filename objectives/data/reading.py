@@ -2,8 +2,8 @@
 
 ``datasets`` reads the file into Arrow (cached and memory-mapped by the library), a UTF-8 BOM
 included; rows come back as dicts with the space's column mapping applied, each with where it
-is in its file (``line N`` for JSONL and CSV, ``row N`` for JSON and Parquet), which is worked
-out only for the rows an error names.
+is in its file (``line N`` for JSONL and CSV, ``row N`` for JSON and Parquet), for errors and
+the data report.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from objectives.base import DataError
+from objectives.data.section import DataFiles
 
 KINDS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
 TEXT_KINDS = (".txt", ".md")
@@ -46,6 +47,13 @@ def data_files(path: Path, field: str = "data.path") -> list[Path]:
         raise DataError(field, f"unknown file kind {path.suffix or '(no suffix)'!r}; use "
                         f"{', '.join(KINDS)}", source=path)
     return [path]
+
+
+def section_files(section: DataFiles) -> list[Path]:
+    """Every data file a data section names (folders listed), for the cache key."""
+    named = (("data.path", section.path), ("data.validation_path", section.validation_path),
+             ("data.test_path", section.test_path))
+    return [file for field, path in named if path for file in data_files(Path(path), field)]
 
 
 def read_table(path: Path, columns: dict[str, str], field: str = "data.path",

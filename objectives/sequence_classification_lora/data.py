@@ -10,21 +10,19 @@ never saw is an error naming its line. The tokenised splits are Arrow datasets.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from objectives.base import DATA_REPORT, LABELS, DataError
+from objectives.base import DataError
 from objectives.data.augment import training_set as augmented_training_set
-from objectives.data.files import cache_key, save_dataset, section_files, write_json
-from objectives.data.pipeline import (
-    TRAIN_EXAMPLES,
-    Built,
-    Example,
-    build,
-    remembered,
-    write_examples,
+from objectives.data.files import (
+    HELD_OUT,
+    load_labels,
+    prepared_folder,
+    write_prepared,
 )
+from objectives.data.pipeline import Built, Example, build, remembered
+from objectives.data.reading import section_files
 from objectives.sequence_classification_lora.config import DataSection
 
 FIELDS = ("text", "label")
@@ -36,10 +34,6 @@ def to_example(row: dict[str, Any], where: str, source: Path) -> Example:
         value = row.get(name)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = str(value)
-        if name not in row:
-            found = ", ".join(k for k in row if k is not None)
-            raise DataError(f"{where}", f"no {name!r} (data.columns.{name}) in this row (it "
-                            f"has: {found or 'nothing'})", source=source)
         if not isinstance(value, str) or not value.strip():
             raise DataError(f"{where}", f"{name!r} (data.columns.{name}) is empty or not text",
                             source=source)
@@ -66,27 +60,19 @@ def prepare(section: DataSection, max_length: int, tokenizer, tokenizer_dir: Pat
     label names beside it (``<split>.texts.json``: prompt and reference, the rows predictions
     are written from), the label set (``labels.json``) and ``data_report.json``.
     """
-    import datasets
-
     settings = {**section.model_dump(mode="json", exclude={"path", "validation_path",
                                                            "test_path", "augment"}),
                 "max_length": max_length, "objective": "sequence_classification"}
-    out = root / cache_key(section_files(section), tokenizer_dir, settings)
-    if (out / "train" / "dataset_info.json").is_file():
-        return out, json.loads((out / DATA_REPORT).read_text(encoding="utf-8"))
+    out, report = prepared_folder(root, section_files(section), tokenizer_dir, settings)
+    if report is not None:
+        return out, report
     built = build_splits(section, tokenizer)
-    labels = built.labels
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / LABELS, labels)
-    write_json(out / DATA_REPORT, built.report)
-    write_examples(out / TRAIN_EXAMPLES, built.splits["train"])
-    datasets.disable_progress_bars()
-    for name in ("validation", "test", "train"):  # train last: its folder marks a full cache
-        examples = built.splits[name]
-        write_json(out / f"{name}.texts.json",
-                   [{"prompt": e.prompt, "reference": e.answer} for e in examples])
-        save_dataset(tokenized(examples, labels, tokenizer, max_length), out / name)
-    return out, built.report
+    texts = {name: [{"prompt": e.prompt, "reference": e.answer} for e in built.splits[name]]
+             for name in HELD_OUT}
+    splits = {name: tokenized(examples, built.labels, tokenizer, max_length)
+              for name, examples in built.splits.items()}
+    return out, write_prepared(out, built.labels, built.report, built.splits["train"], texts,
+                               splits)
 
 
 def tokenized(examples: list[Example], labels: list[str], tokenizer, max_length: int):
@@ -104,18 +90,3 @@ def training_set(prepared: Path, section: DataSection, tokenizer, seed: int):
     number."""
     return augmented_training_set(prepared, section.augment, seed, lambda extra: tokenized(
         extra, load_labels(prepared), tokenizer, section.max_length))
-
-
-def load_split(prepared: Path, name: str):
-    """A split's tokenised examples: a memory-mapped Arrow dataset."""
-    import datasets
-
-    return datasets.load_from_disk(str(prepared / name))
-
-
-def load_texts(prepared: Path, name: str) -> list[dict[str, str]]:
-    return json.loads((prepared / f"{name}.texts.json").read_text(encoding="utf-8"))
-
-
-def load_labels(prepared: Path) -> list[str]:
-    return json.loads((prepared / LABELS).read_text(encoding="utf-8"))

@@ -30,6 +30,7 @@ from transformers.utils import logging as transformers_logging
 
 from objectives import metrics
 from objectives.base import LABELS, TrialContext, write_predictions
+from objectives.data.files import load_labels, load_split, load_texts
 from objectives.sequence_classification_lora import data
 from objectives.sequence_classification_lora.config import ClassificationConfig, model_path
 from objectives.sequence_classification_lora.losses import ClassificationLoss, balanced_weights
@@ -98,7 +99,7 @@ def run(config: ClassificationConfig, context: TrialContext, prepared: Path) -> 
     torch.set_num_threads(context.threads)
     path = model_path(config)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    labels = data.load_labels(prepared)
+    labels = load_labels(prepared)
     base = load_base_model(path, labels)
     set_seed(config.training.seed)  # after loading, so a reused base starts the same way
     # SEQ_CLS: peft trains the classification head in full (its modules_to_save).
@@ -110,7 +111,7 @@ def run(config: ClassificationConfig, context: TrialContext, prepared: Path) -> 
         args=training_arguments(config.training, context,
                                 label_smoothing_factor=config.training.label_smoothing_factor),
         train_dataset=train,
-        eval_dataset=data.load_split(prepared, "validation"),
+        eval_dataset=load_split(prepared, "validation"),
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=compute_metrics,
         compute_loss_func=loss_function(config, prepared),
@@ -126,17 +127,17 @@ def loss_function(config: ClassificationConfig, prepared: Path) -> Classificatio
         return None
     weight = None
     if loss.class_weights == "balanced":
-        ids = data.load_split(prepared, "train")["labels"]
-        weight = balanced_weights(ids, len(data.load_labels(prepared)))
+        ids = load_split(prepared, "train")["labels"]
+        weight = balanced_weights(ids, len(load_labels(prepared)))
     return ClassificationLoss(loss.focal_gamma, weight, config.training.label_smoothing_factor)
 
 
 def _predict(trainer: Trainer, prepared: Path, split: str, prefix: str,
              labels: list[str]) -> tuple[dict[str, float], list[dict[str, str]]]:
-    output = trainer.predict(data.load_split(prepared, split), metric_key_prefix=prefix)
+    output = trainer.predict(load_split(prepared, split), metric_key_prefix=prefix)
     predicted = np.asarray(output.predictions).argmax(-1).tolist()
     rows = [{**text, "prediction": labels[p]}
-            for text, p in zip(data.load_texts(prepared, split), predicted, strict=True)]
+            for text, p in zip(load_texts(prepared, split), predicted, strict=True)]
     return output.metrics, rows
 
 
@@ -161,7 +162,7 @@ def _finish(trainer: Trainer, prepared: Path, tokenizer, context: TrialContext,
     """The best checkpoint (loaded back by the Trainer) predicts the validation and test
     splits; its adapter, predictions, label set and per-class figures are saved, and the last
     report ends the trial with the validation value."""
-    labels = data.load_labels(prepared)
+    labels = load_labels(prepared)
     validation, validation_rows = _predict(trainer, prepared, "validation", "eval", labels)
     test, test_rows = _predict(trainer, prepared, "test", "test", labels)
     write_predictions(context.trial_dir, "validation", validation_rows)

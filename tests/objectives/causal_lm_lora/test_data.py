@@ -11,6 +11,7 @@ from transformers import AutoTokenizer
 from objectives.base import DataError
 from objectives.causal_lm_lora import data as sft_data
 from objectives.causal_lm_lora.config import DEFAULT_DATA, DataSection
+from objectives.data.files import load_split
 
 
 def test_split_is_deterministic_disjoint_and_complete(tiny_model: Path) -> None:
@@ -65,7 +66,7 @@ def test_prepared_data_is_cached_by_content(tiny_model: Path, tmp_path: Path) ->
     other, _ = sft_data.prepare(section.model_copy(update={"seed": 1}), 64, tokenizer,
                                 tiny_model, None, tmp_path)
     assert other != first
-    train = sft_data.load_split(first, "train")
+    train = load_split(first, "train")
     assert train.num_rows == 960 and train.column_names == ["input_ids", "labels"]
     assert report["summary"] == "data: 1200 rows -> 1200; labels 1.1 : 1 in train"
 

@@ -9,6 +9,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from objectives.base import DataError
+from objectives.data.files import load_labels, load_split, load_texts
 from objectives.sections import local_model
 from objectives.sequence_classification_lora import data
 from objectives.sequence_classification_lora.config import (
@@ -125,11 +126,11 @@ def test_prepared_splits_are_arrow_datasets_of_token_and_class_ids(tmp_path, tok
     section = DataSection(path=str(DEFAULT_DATA))
     path = local_model(MINILM)
     prepared, report = data.prepare(section, 64, tokenizer, path, tmp_path)
-    assert data.load_labels(prepared) == ["negative", "neutral", "positive"]
-    train = data.load_split(prepared, "train")
+    assert load_labels(prepared) == ["negative", "neutral", "positive"]
+    train = load_split(prepared, "train")
     assert train.num_rows == 960 and set(train["labels"]) == {0, 1, 2}
-    texts = data.load_texts(prepared, "test")
-    assert len(texts) == data.load_split(prepared, "test").num_rows == 120
+    texts = load_texts(prepared, "test")
+    assert len(texts) == load_split(prepared, "test").num_rows == 120
     assert {t["reference"] for t in texts} <= {"negative", "neutral", "positive"}
     assert report["rows_read"] == 1200
     # Prepared once: a second call finds it.
