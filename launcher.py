@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         "compare", help="is trial A really better than B? a paired test on the test split")
     compare.add_argument("target", metavar="STUDY_OR_STORAGE_URL")
     compare.add_argument("--study", help="the study in that storage, when it holds several")
-    compare.add_argument("--a", type=int, help="trial A (default: the best)")
+    compare.add_argument("--a", "--trial", dest="a", type=int,
+                         help="trial A (default: the best; one of the Pareto front in a "
+                         "multi-objective study)")
     compare.add_argument("--b", type=int, help="trial B (default: the untuned default)")
     compare.add_argument("--metric", help="e.g. accuracy (default: the study's metric)")
     compare.add_argument("--sheet", type=Path, help="write a blind A/B sheet for people to rate "
@@ -152,6 +154,8 @@ def compare_after_search(url: str, name: str) -> list[str]:
     from search.summary import best_trial
 
     resolved = resolve_study(url, name)
+    if len(resolved.study.directions) > 1:
+        return front_comparisons(resolved)
     try:
         result = compare(resolved)
     except InputError as error:
@@ -164,6 +168,25 @@ def compare_after_search(url: str, name: str) -> list[str]:
     other = companion(resolved.objective(), result["metric"])
     if other:
         lines.insert(0, line(compare(resolved, metric=other, save=False)))
+    return lines
+
+
+def front_comparisons(resolved) -> list[str]:
+    """Each trial of a multi-objective study's Pareto front against the untuned default, on
+    the first metric (none written to comparison.json: there is no single winner)."""
+    from search.comparison import compare, line
+    from search.errors import InputError
+    from search.summary import baseline_trial, pareto_front
+
+    baseline = baseline_trial(resolved.study)
+    lines = []
+    for trial in pareto_front(resolved.study):
+        if baseline is not None and trial.number == baseline.number:
+            continue
+        try:
+            lines.append(line(compare(resolved, a=trial.number, save=False)))
+        except InputError as error:
+            return [f"no comparison with the untuned default: {error.problem}"]
     return lines
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from optuna.trial import TrialState
@@ -15,15 +16,19 @@ ERROR_FILE = "error.txt"  # a trial that raises leaves its traceback here
 @dataclass(frozen=True)
 class Outcome:
     state: TrialState
-    value: float | None = None
+    value: float | None = None  # the first objective's
     reason: str | None = None
     out_of_memory: bool = False
+    values: list[float] = field(default_factory=list)  # every objective's, when COMPLETE
 
 
-def outcome(result: dict[str, Any] | None, error: bool, metric: str) -> Outcome:
-    """How the trial ends in the study.
+def outcome(result: dict[str, Any] | None, error: bool, metric: str,
+            others: Sequence[str] = ()) -> Outcome:
+    """How the trial ends in the study; ``others`` are the further objectives of a
+    multi-objective study, which only a final report holds.
 
-    - last report's outcome is COMPLETE with a finite value: COMPLETE with that value;
+    - last report's outcome is COMPLETE with finite values: COMPLETE with those values (one
+      it lacks: FAIL, naming it; a non-finite one: PRUNED);
     - PRUNED (it stopped itself, e.g. on a non-finite loss): PRUNED with its reason;
     - FAILED (the objective raised): FAIL with the error's summary;
     - any other outcome: FAIL, naming it;
@@ -43,10 +48,15 @@ def outcome(result: dict[str, Any] | None, error: bool, metric: str) -> Outcome:
     if not result or metric not in result:
         return Outcome(TrialState.FAIL, reason="stopped before its first evaluation")
     value = result[metric]
-    if kind == COMPLETE and finite(value):
-        return Outcome(TrialState.COMPLETE, value=float(value))
     if kind == COMPLETE:
-        return Outcome(TrialState.PRUNED, reason=f"final {metric} is {value}")
+        missing = [name for name in others if name not in result]
+        if missing:
+            return Outcome(TrialState.FAIL, reason=f"its final report has no {missing[0]}")
+        bad = next((name for name in (metric, *others) if not finite(result[name])), None)
+        if bad is not None:
+            return Outcome(TrialState.PRUNED, reason=f"final {bad} is {result[bad]}")
+        return Outcome(TrialState.COMPLETE, value=float(value),
+                       values=[float(result[name]) for name in (metric, *others)])
     if kind == PRUNED:
         return Outcome(TrialState.PRUNED, reason=result.get(REASON, "stopped itself"))
     return Outcome(TrialState.PRUNED,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from optuna.trial import TrialState
@@ -27,8 +28,12 @@ class Progress(Callback):
     """Counts trials as Ray reports them; ``quiet`` prints only failures."""
 
     def __init__(self, total: int, metric: str, minimize: bool, already: int = 0,
-                 quiet: bool = False, console: Console | None = None) -> None:
+                 quiet: bool = False, console: Console | None = None,
+                 others: Sequence[str] = ()) -> None:
+        """``others``: the further objectives of a multi-objective study, shown with each
+        finished trial; no single best trial is shown then."""
         self.total, self.metric, self.minimize = total, metric, minimize
+        self.others = list(others)
         self.already, self.quiet = already, quiet
         self.console = console or Console(file=sys.stdout, highlight=False)
         self.counts: Counter[TrialState] = Counter()
@@ -98,12 +103,15 @@ class Progress(Callback):
 
     def _ended(self, trial: Any, error: bool) -> None:
         number = trial.config["trial_number"]
-        ended = outcome(trial.last_result, error, self.metric)
+        ended = outcome(trial.last_result, error, self.metric, self.others)
         self.running -= 1
         self.counts[ended.state] += 1
-        if ended.value is not None and (self.best is None or self._better(ended.value)):
+        if ended.value is not None and not self.others \
+                and (self.best is None or self._better(ended.value)):
             self.best = (ended.value, number, trial.config["params"])
-        detail = f"{self.metric} {ended.value:.4f}" if ended.value is not None else ended.reason
+        detail = (", ".join(f"{name} {value:.4f}" for name, value in
+                            zip([self.metric, *self.others], ended.values, strict=True))
+                  if ended.values else ended.reason)
         self._event(f"trial {number} {LABELS[ended.state]}: {detail}",
                     important=ended.state == TrialState.FAIL)
 

@@ -8,10 +8,12 @@ import os
 import platform
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 
 import optuna
 import ray
+from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 from ray import tune
@@ -101,7 +103,7 @@ def open_study(request: SearchRequest, url: str) -> tuple[optuna.Study, BaseStor
                              "another name with --study")
     study = optuna.create_study(
         storage=storage, study_name=request.study_name, load_if_exists=True,
-        direction=space.head.study.direction,
+        directions=space.head.study.directions,
     )
     return study, storage, not exists
 
@@ -175,6 +177,9 @@ def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
         study.set_user_attr("space_fingerprint", space.fingerprint())
         study.set_user_attr("objective", space.head.objective)
         study.set_user_attr("metric", space.head.study.metric)
+        with warnings.catch_warnings():  # experimental in Optuna, and what its tools read
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            study.set_metric_names(space.head.study.metrics)
         # The untuned configuration runs first, so the search has something to beat.
         study.enqueue_trial(space.baseline_params(), user_attrs={BASELINE: True})
     else:
@@ -198,6 +203,7 @@ def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
         total=request.n_trials, metric=space.head.study.metric,
         minimize=space.head.study.direction == "minimize",
         already=finished_count(study), quiet=request.quiet,
+        others=space.head.study.metrics[1:],
     )
     tuner = tune.Tuner(
         tune.with_resources(

@@ -26,9 +26,11 @@ SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
     "gp": optuna.samplers.GPSampler,
     "qmc": optuna.samplers.QMCSampler,
     "nsga2": optuna.samplers.NSGAIISampler,
+    "nsga3": optuna.samplers.NSGAIIISampler,
 }
 
 
+SINGLE_OBJECTIVE = {"cmaes"}  # the others take a multi-objective study
 # Samplers that need a package not every machine has: the package, and what to install.
 NEEDS = {"cmaes": ("cmaes", "pip install cmaes"), "gp": ("scipy", "pip install scipy")}
 
@@ -40,6 +42,10 @@ def build_sampler(space: SearchSpace, history: int = 0) -> optuna.samplers.BaseS
     seed + history, so a seeded sampler does not replay the trials it proposed the first time.
     """
     section = space.head.sampler
+    if space.head.study.multi and section.name in SINGLE_OBJECTIVE:
+        multi = ", ".join(name for name in SAMPLERS if name not in SINGLE_OBJECTIVE)
+        raise InputError(space.source, "sampler.name", f"{section.name} optimises one metric; "
+                         f"for {len(space.head.study.metrics)} metrics use one of: {multi}")
     if section.name in NEEDS and importlib.util.find_spec(NEEDS[section.name][0]) is None:
         package, install = NEEDS[section.name]
         raise InputError(space.source, "sampler.name", f"{section.name} needs the {package} "

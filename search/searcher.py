@@ -46,6 +46,9 @@ class StudySearcher(OptunaSearch):
         time_budget_s: float | None = None,
     ) -> None:
         study = space.head.study
+        # Ray checks that every result holds the searcher's metric: it knows only the first
+        # objective, which each evaluation reports; the study (made before, with all its
+        # directions) is told every objective's value at a trial's end.
         super().__init__(
             space=DefineByRun(space.head.search),
             metric=study.metric,
@@ -55,6 +58,9 @@ class StudySearcher(OptunaSearch):
             storage=storage,
         )
         self.search_space, self.paths, self.n_trials = space, paths, n_trials
+        # Trials report the first objective at each evaluation (the learning curve, which
+        # the scheduler acts on); the others come with the final report.
+        self.primary, self.others = study.metric, study.metrics[1:]
         self.storage = storage
         self.heartbeat = heartbeat or NoHeartbeat()
         self._last_step: dict[str, int] = {}
@@ -157,13 +163,15 @@ class StudySearcher(OptunaSearch):
             self.mark_finished(self._id_of(trial))
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        value = result.get(self.metric)
+        value = result.get(self.primary)
         trial = self.live_trial(trial_id)
         # The last report repeats the best value; it is the trial's result, not a new step.
         step = int(result.get(STEP, -1))
         if (trial is not None and OUTCOME not in result and finite(value)
                 and step > self._last_step.get(trial_id, -1)):
-            trial.report(float(value), step)
+            # Straight to the storage: Optuna's Trial.report refuses multi-objective studies,
+            # whose learning curves are kept all the same (Trial has no public id).
+            self.storage.set_trial_intermediate_value(trial._trial_id, step, float(value))
             self._last_step[trial_id] = step
 
     def _retry_with_less_memory(self, trial: optuna.Trial) -> None:
@@ -186,8 +194,8 @@ class StudySearcher(OptunaSearch):
         """The declared metrics and test-split figures of a trial's last report."""
         declared = {m.name for m in self.search_space.objective.metrics}
         return {key: float(value) for key, value in result.items()
-                if (key in declared or key.startswith(TEST_PREFIX)) and key != self.metric
-                and finite(value)}
+                if (key in declared or key.startswith(TEST_PREFIX))
+                and key not in (self.primary, *self.others) and finite(value)}
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
@@ -198,7 +206,7 @@ class StudySearcher(OptunaSearch):
         if result and not error:
             # The result that made the scheduler stop the trial reaches only this method.
             self.on_trial_result(trial_id, result)
-        ended = outcome(result, error, self.metric)
+        ended = outcome(result, error, self.primary, self.others)
         if result and result.get("node_ip"):
             trial.set_user_attr("node_ip", result["node_ip"])  # Ray adds it to every result
         if ended.state == TrialState.COMPLETE:
@@ -212,7 +220,7 @@ class StudySearcher(OptunaSearch):
         if ended.out_of_memory:
             self._retry_with_less_memory(trial)
         try:
-            self.study.tell(trial, ended.value, state=ended.state)
+            self.study.tell(trial, ended.values or None, state=ended.state)
         except Exception as error:  # noqa: BLE001
             # Optuna stores the state in a `finally` after the sampler's after_trial, which
             # can raise outside Study.optimize: the grid sampler calls Study.stop when its grid

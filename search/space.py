@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -29,6 +30,7 @@ from search.errors import InputError, closest, from_data, from_validation_error
 from search.storage import check_storage_url, is_study_name
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
+Direction = Literal["minimize", "maximize"]
 
 
 class Section(BaseModel):
@@ -42,16 +44,52 @@ class StudySection(Section):
         description="Optuna storage URL (sqlite:///..., postgresql://..., journal:PATH); "
         "defaults to SQLite in studies/<name>/optuna.db.",
     )
-    metric: str | None = Field(None, description="The reported metric the search optimises "
-                               "(one the objective declares); default: its first.")
-    direction: Literal["minimize", "maximize"] | None = Field(
-        None, description="Default: the metric's own (lower loss, higher accuracy).")
+    metric: str | list[str] | None = Field(
+        None, description="The reported metric the search optimises (one the objective "
+        "declares; default: its first), or a list of them for a multi-objective search, whose "
+        "scheduler stops trials on the first alone.")
+    direction: Direction | list[Direction] | None = Field(
+        None, description="Default: each metric's own (lower loss, higher accuracy); a list "
+        "has one per metric.")
     n_trials: int = Field(20, gt=0, description="Trials in the study when the search ends.")
     max_concurrent_trials: int = Field(1, gt=0, description="Trials run at the same time.")
     time_budget_s: float | None = Field(
         None, gt=0, description="Seconds after the first trial starts in which trials may start; "
         "running ones then finish.")
     seed: int = 0
+    # Set from metric and direction by the space's check (_check_metric): every objective,
+    # the first (``metric``, ``direction`` after the check) being the one trials report on.
+    _metrics: list[str] = PrivateAttr(default_factory=list)
+    _directions: list[Direction] = PrivateAttr(default_factory=list)
+
+    @property
+    def metrics(self) -> list[str]:
+        return self._metrics or [self.metric]
+
+    @property
+    def directions(self) -> list[Direction]:
+        return self._directions or [self.direction]
+
+    @property
+    def multi(self) -> bool:
+        return len(self.metrics) > 1
+
+    @field_validator("metric", mode="before")
+    @classmethod
+    def _metric_names(cls, value: Any) -> Any:
+        names = value if isinstance(value, list) else [value]
+        if value is not None and not all(isinstance(name, str) for name in names):
+            raise ValueError(f"{value!r}: a metric name, or a list of metric names")
+        return value
+
+    @field_validator("direction", mode="before")
+    @classmethod
+    def _direction_names(cls, value: Any) -> Any:
+        for index, name in enumerate(value if isinstance(value, list) else [value]):
+            if value is not None and name not in ("minimize", "maximize"):
+                at = f" (item {index})" if isinstance(value, list) else ""
+                raise ValueError(f"{name!r}{at} is not a direction: minimize or maximize")
+        return value
 
     @model_validator(mode="after")
     def _safe_name(self) -> StudySection:
@@ -66,7 +104,7 @@ class StudySection(Section):
 
 
 class SamplerSection(Section):
-    name: Literal["tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2"] = "tpe"
+    name: Literal["tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2", "nsga3"] = "tpe"
     options: dict[str, Any] = Field(
         default_factory=dict, description="Keyword arguments of the Optuna sampler."
     )
@@ -275,23 +313,41 @@ def load_space(name_or_path: str) -> SearchSpace:
 
 def _check_metric(path: Path, head: SpaceHead, objective: Objective,
                   defaults: BaseModel) -> None:
-    """study.metric is one the objective reports for this config; the direction defaults to
-    the metric's, and the opposite direction (searching for the worst model) is refused."""
+    """Each of study.metric is one the objective reports for this config, once; a direction
+    defaults to its metric's, and the opposite one (searching for the worst model) is refused.
+    Afterwards study.metric and study.direction are the first objective's, and study.metrics
+    and study.directions list them all."""
     study = head.study
     names = [m.name for m in objective.metrics_for(defaults)]
-    study.metric = study.metric or names[0]
-    metric = objective.metric(study.metric, defaults)
-    if metric is None:
-        raise InputError(path, "study.metric", f"unknown metric {study.metric!r}"
-                         f"{closest(study.metric, names)}; {objective.name} reports: "
-                         f"{', '.join(names)}")
-    if study.direction is None:
-        study.direction = metric.direction
-    elif study.direction != metric.direction:
-        raise InputError(path, "study.direction", f"{study.direction} would search for the "
-                         f"worst {metric.name}, which is better when "
-                         f"{'lower' if metric.direction == 'minimize' else 'higher'}; use "
-                         f"{metric.direction}")
+    wanted = study.metric if isinstance(study.metric, list) else [study.metric or names[0]]
+    if not wanted:
+        raise InputError(path, "study.metric", "an empty list: name one metric or more")
+    directions = study.direction if isinstance(study.direction, list) else None
+    if directions is not None and len(directions) != len(wanted):
+        raise InputError(path, "study.direction", f"{len(directions)} directions for "
+                         f"{len(wanted)} metrics: give one per metric, in the same order")
+    if directions is None:
+        if study.direction is not None and len(wanted) > 1:
+            raise InputError(path, "study.direction", f"one direction for {len(wanted)} "
+                             "metrics: give a list, one per metric, or leave it out")
+        directions = [study.direction] * len(wanted)
+    for index, (name, direction) in enumerate(zip(wanted, directions, strict=True)):
+        where = f"study.metric[{index}]" if len(wanted) > 1 else "study.metric"
+        if name in wanted[:index]:
+            raise InputError(path, where, f"{name!r} is named twice")
+        metric = objective.metric(name, defaults)
+        if metric is None:
+            raise InputError(path, where, f"unknown metric {name!r}{closest(name, names)}; "
+                             f"{objective.name} reports: {', '.join(names)}")
+        if direction is not None and direction != metric.direction:
+            at = f"study.direction[{index}]" if len(wanted) > 1 else "study.direction"
+            raise InputError(path, at, f"{direction} would search for the worst "
+                             f"{metric.name}, which is better when "
+                             f"{'lower' if metric.direction == 'minimize' else 'higher'}; use "
+                             f"{metric.direction}")
+        directions[index] = metric.direction
+    study._metrics, study._directions = list(wanted), list(directions)
+    study.metric, study.direction = wanted[0], directions[0]
 
 
 def _check_search(space: SearchSpace) -> None:

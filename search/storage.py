@@ -177,6 +177,12 @@ class ResolvedStudy:
             if not complete:
                 raise InputError(self.study.study_name, "", "no trial completed, so there is "
                                  "no best trial")
+            if len(self.study.directions) > 1:
+                front = ", ".join(str(t.number) for t in
+                                  sorted(self.study.best_trials, key=lambda t: t.number))
+                raise InputError("--trial", "", f"study '{self.study.study_name}' has several "
+                                 f"objectives and no single best trial; choose one of its "
+                                 f"Pareto front ({front})")
             return self.study.best_trial
         if number not in trials:
             raise InputError("--trial", "", f"study '{self.study.study_name}' has no trial "

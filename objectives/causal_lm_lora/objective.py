@@ -13,6 +13,7 @@ from objectives.causal_lm_lora.config import (
     model_path,
     reference_model,
 )
+from objectives.costs import COST_METRICS
 from objectives.data.section import ADDED_DATA_KEYS
 
 
@@ -29,11 +30,12 @@ class CausalLMLoRA(AdapterObjective):
         Metric("eval_bleu", "maximize", "corpus BLEU (sacrebleu) of the answers",
                per_example=True),
         Metric("eval_rougeL", "maximize", "mean ROUGE-L F1 of the answers", per_example=True),
+        *COST_METRICS,
     )
 
     def metrics_for(self, config: CausalLMConfig) -> tuple[Metric, ...]:
-        """Documents (data.chunk) have no answers to score: the loss alone."""
-        return self.metrics[:1] if config.data.chunk else self.metrics
+        """Documents (data.chunk) have no answers to score: the loss and the costs."""
+        return (self.metrics[0], *COST_METRICS) if config.data.chunk else self.metrics
 
     def check(self, config: CausalLMConfig) -> None:
         from objectives.data import augment

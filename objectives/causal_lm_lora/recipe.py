@@ -24,6 +24,7 @@ from transformers import (
     set_seed,
 )
 
+from objectives import costs
 from objectives.base import LABELS, TrialContext, write_predictions
 from objectives.causal_lm_lora import data, generation
 from objectives.causal_lm_lora.config import (
@@ -161,6 +162,8 @@ def _finish(trainer: GenerativeTrainer, prepared: Path, tokenizer, context: Tria
     tokenizer.save_pretrained(context.trial_dir / "adapter")
     final = {k: v for k, v in {**validation, **test}.items()
              if k in ("eval_loss", "test_loss") or generation.answer_metric(k)}
+    final.update(costs.measure(trainer.model, costs.test_batch(
+        load_split(prepared, "test"), trainer.data_collator)))
     final.pop(context.metric, None)
     loss = final.get("eval_loss", best if context.metric == "eval_loss" else None)
     if loss is not None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from objectives.adapter import AdapterObjective
 from objectives.base import DataError, FinishedTrial, Metric, ReportSection
+from objectives.costs import COST_METRICS
 from objectives.sequence_classification_lora.config import ClassificationConfig, model_path
 
 TASK_METRICS = ("accuracy", "macro_f1")
@@ -22,6 +23,7 @@ class SequenceClassificationLoRA(AdapterObjective):
         Metric("eval_accuracy", "maximize", "arg-max class equal to the label",
                per_example=True),
         Metric("eval_macro_f1", "maximize", "macro-F1 over the classes", per_example=True),
+        *COST_METRICS,
     )
 
     def check(self, config: ClassificationConfig) -> None:

@@ -28,7 +28,7 @@ from transformers import (
 )
 from transformers.utils import logging as transformers_logging
 
-from objectives import metrics
+from objectives import costs, metrics
 from objectives.base import LABELS, TrialContext, write_predictions
 from objectives.data.files import load_labels, load_split, load_texts
 from objectives.sequence_classification_lora import data
@@ -174,6 +174,8 @@ def _finish(trainer: Trainer, prepared: Path, tokenizer, context: TrialContext,
     tokenizer.save_pretrained(context.trial_dir / "adapter")
     final = {k: v for k, v in {**validation, **test}.items()
              if k in ("eval_loss", "test_loss") or task_metric(k)}
+    final.update(costs.measure(trainer.model, costs.test_batch(
+        load_split(prepared, "test"), DataCollatorWithPadding(tokenizer))))
     value = final.pop(context.metric)
     base = trainer.model.get_base_model().config
     context.complete(value, step=trainer.state.global_step,

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalW
 EXPECTED = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
             "grid": optuna.samplers.RandomSampler, "cmaes": optuna.samplers.CmaEsSampler,
             "gp": optuna.samplers.GPSampler, "qmc": optuna.samplers.QMCSampler,
-            "nsga2": optuna.samplers.NSGAIISampler}
+            "nsga2": optuna.samplers.NSGAIISampler, "nsga3": optuna.samplers.NSGAIIISampler}
 
 
 @pytest.fixture(autouse=True)
