@@ -14,6 +14,7 @@ OBJECTIVES = {
     "causal_lm_lora": "objectives.causal_lm_lora:CausalLMLoRA",
     "sequence_classification_lora":
         "objectives.sequence_classification_lora:SequenceClassificationLoRA",
+    "distillation": "objectives.distillation:Distillation",
 }
 DEFAULT_OBJECTIVE = "causal_lm_lora"  # what a space without an objective key trains
 

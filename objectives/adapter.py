@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from objectives.base import DataError, FinishedTrial, Objective
 
@@ -20,6 +20,8 @@ C = TypeVar("C", bound=BaseModel)
 
 class AdapterObjective(Objective):
     """An objective whose trials train a LoRA adapter with the Hugging Face Trainer."""
+
+    saved = "adapter"  # the folder of a trial that holds what it trained
 
     def max_steps(self, config: BaseModel) -> int | None:
         steps = config.training.max_steps
@@ -38,7 +40,7 @@ class AdapterObjective(Objective):
     def save_best(self, trial_dir: Path, best_dir: Path) -> None:
         # Copied aside, then swapped in: launchers sharing a study may both finish at once.
         staged = best_dir.with_name(f".{best_dir.name}.{uuid.uuid4().hex}")
-        shutil.copytree(trial_dir / "adapter", staged)
+        shutil.copytree(trial_dir / self.saved, staged)
         shutil.copy2(trial_dir / "config.yaml", staged / "config.yaml")
         shutil.rmtree(best_dir, ignore_errors=True)
         try:
@@ -53,8 +55,14 @@ def trial_config(trial_dir: Path, config_model: type[C]) -> C:
     if not path.is_file():
         raise DataError("config.yaml", "the trial's resolved config is missing", source=trial_dir)
     resolved = yaml.safe_load(path.read_text(encoding="utf-8"))
-    return config_model.model_validate({k: v for k, v in resolved.items()
-                                        if k in config_model.model_fields})
+    try:
+        return config_model.model_validate({k: v for k, v in resolved.items()
+                                            if k in config_model.model_fields})
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise DataError(".".join(map(str, first["loc"])), f"{first['msg']} in config.yaml "
+                        "(made by another version of this objective?)", source=trial_dir) \
+            from None
 
 
 def saved_adapter(trial: FinishedTrial) -> Path:

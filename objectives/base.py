@@ -21,8 +21,10 @@ Lifecycle, in order:
 An objective declares ``metrics`` (what its evaluations report, with the direction in which
 each is better: ``study.metric`` must be one of them), ``max_steps(config)`` (the step budget
 schedulers count in), ``path_fields`` (config fields that are file paths, resolved beside the
-space file) and optionally ``report_sections`` and ``score`` (per-example metrics, which the
-paired comparison of two trials recomputes on resamples of the test split).
+space file), ``trial_fields`` (fields that may name an earlier study's trial) and optionally
+``report_sections`` and ``score`` (per-example metrics, which the paired comparison of two
+trials recomputes on resamples of the test split). ``objectives.costs`` measures what a model
+costs to serve (parameters, size, latency) for objectives that report it.
 """
 
 from __future__ import annotations
@@ -169,6 +171,10 @@ class Objective(ABC):
     # Config fields that are file paths: section -> keys. Relative paths found beside the
     # space file are resolved there.
     path_fields: ClassVar[dict[str, list[str]]] = {}
+    # Config fields that may name a trial of an earlier study instead of a folder: ``STUDY``
+    # (its best trial) or ``STUDY:TRIAL``. The search puts that trial's folder there before
+    # the config is validated; a value that is a path is left to ``path_fields``.
+    trial_fields: ClassVar[dict[str, list[str]]] = {}
     # Config sections (or dotted keys in one) added after studies were made with this
     # objective: left out of a space's fingerprint while at their defaults, so those studies
     # still resume.

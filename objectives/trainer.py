@@ -199,7 +199,7 @@ def train_trial(make_trainer: Callable[[], Trainer], model, context: TrialContex
                 finish: Callable[[Trainer], None]) -> None:
     """Train the Trainer ``make_trainer`` builds for ``model`` (resuming from the trial's last
     complete checkpoint), then ``finish`` it (final evaluations, saving, ``context.complete``),
-    or end PRUNED on a NaN loss. However it ends, the adapter comes off the base (kept for the
+    or end PRUNED on a NaN loss. However it ends, an adapter comes off the base (kept for the
     worker's next trial) and what the trial held is freed, also when the scheduler stops it
     mid-run: this frame holds the only reference to the Trainer."""
     trainer = make_trainer()
@@ -216,7 +216,8 @@ def train_trial(make_trainer: Callable[[], Trainer], model, context: TrialContex
                 trainer.remove_callback(callback)
             finish(trainer)
     finally:
-        model.unload()
+        if hasattr(model, "unload"):  # a LoRA adapter comes off the kept base
+            model.unload()
         del trainer
         gc.collect()
         if torch.cuda.is_available():

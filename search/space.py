@@ -27,7 +27,7 @@ from pydantic import (
 from objectives import DEFAULT_OBJECTIVE, Objective, get_objective
 from objectives.base import DataError
 from search.errors import InputError, closest, from_data, from_validation_error
-from search.storage import check_storage_url, is_study_name
+from search.storage import check_storage_url, is_study_name, resolve_study
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
 Direction = Literal["minimize", "maximize"]
@@ -296,6 +296,7 @@ def load_space(name_or_path: str) -> SearchSpace:
         if key not in config_model.model_fields:
             hint = closest(key, head_keys | set(config_model.model_fields))
             raise InputError(path, key, f"unknown section{hint}")
+    body = _resolve_trials(path, body, objective.trial_fields)
     try:
         defaults = config_model.model_validate(
             _resolve_paths(body, objective.path_fields, path.parent))
@@ -446,6 +447,31 @@ def _keys_at(model: type[BaseModel]):
         return list(current.model_fields) if current else []
 
     return keys
+
+
+def _resolve_trials(source: Path, body: dict, trial_fields: dict[str, list[str]]) -> dict:
+    """Each trial field naming an earlier study (``STUDY`` for its best trial, or
+    ``STUDY:TRIAL``) instead of an existing path gets that trial's folder."""
+    body = copy.deepcopy(body)
+    for section, keys in trial_fields.items():
+        values = body.get(section)
+        for key in keys:
+            value = values.get(key) if isinstance(values, dict) else None
+            if not isinstance(value, str) or (source.parent / value).exists() \
+                    or Path(value).exists():
+                continue
+            name, _, number = value.partition(":")
+            try:
+                if number and not number.isdigit():
+                    raise InputError(value, "", f"trial {number!r} is not a trial number")
+                resolved = resolve_study(name)
+                trial = resolved.trial(int(number) if number else None)
+            except InputError as error:
+                raise InputError(source, f"{section}.{key}", f"{value!r} is neither a folder "
+                                 f"nor a finished trial of a study ({error}); run that "
+                                 "study's search first") from None
+            values[key] = str(resolved.paths.folder_of(trial))
+    return body
 
 
 def _resolve_paths(body: dict, path_fields: dict[str, list[str]], base: Path) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,7 @@ def run(config: ClassificationConfig, context: TrialContext, prepared: Path) -> 
         compute_metrics=compute_metrics,
         compute_loss_func=loss_function(config, prepared),
         callbacks=trial_callbacks(context, config.early_stopping, task_metric),
-    ), model, context, lambda trainer: _finish(trainer, prepared, tokenizer, context, attrs))
+    ), model, context, lambda trainer: finish(trainer, prepared, tokenizer, context, attrs))
 
 
 def loss_function(config: ClassificationConfig, prepared: Path) -> ClassificationLoss | None:
@@ -132,7 +133,7 @@ def loss_function(config: ClassificationConfig, prepared: Path) -> Classificatio
     return ClassificationLoss(loss.focal_gamma, weight, config.training.label_smoothing_factor)
 
 
-def _predict(trainer: Trainer, prepared: Path, split: str, prefix: str,
+def predict_split(trainer: Trainer, prepared: Path, split: str, prefix: str,
              labels: list[str]) -> tuple[dict[str, float], list[dict[str, str]]]:
     output = trainer.predict(load_split(prepared, split), metric_key_prefix=prefix)
     predicted = np.asarray(output.predictions).argmax(-1).tolist()
@@ -157,27 +158,32 @@ def per_class(rows: list[dict[str, str]], labels: list[str]) -> dict[str, Any]:
     }
 
 
-def _finish(trainer: Trainer, prepared: Path, tokenizer, context: TrialContext,
-            attrs: dict[str, int]) -> None:
+def finish(trainer: Trainer, prepared: Path, tokenizer, context: TrialContext,
+           attrs: dict[str, Any], saved: str = "adapter",
+           keep: Callable[[str], bool] = task_metric,
+           add: Callable[[dict[str, float]], dict[str, float]] | None = None) -> None:
     """The best checkpoint (loaded back by the Trainer) predicts the validation and test
-    splits; its adapter, predictions, label set and per-class figures are saved, and the last
-    report ends the trial with the validation value."""
+    splits; the model (``saved``: its adapter, or a whole model), predictions, label set and
+    per-class figures are saved, and the last report ends the trial with the validation
+    value, the final figures ``keep`` accepts, those ``add`` derives from them and the costs."""
     labels = load_labels(prepared)
-    validation, validation_rows = _predict(trainer, prepared, "validation", "eval", labels)
-    test, test_rows = _predict(trainer, prepared, "test", "test", labels)
+    validation, validation_rows = predict_split(trainer, prepared, "validation", "eval", labels)
+    test, test_rows = predict_split(trainer, prepared, "test", "test", labels)
     write_predictions(context.trial_dir, "validation", validation_rows)
     write_predictions(context.trial_dir, "test", test_rows)
     shutil.copy2(prepared / LABELS, context.trial_dir / LABELS)
     figures = per_class(test_rows, labels)
     (context.trial_dir / PER_CLASS).write_text(json.dumps(figures, indent=1), encoding="utf-8")
-    trainer.model.save_pretrained(context.trial_dir / "adapter")
-    tokenizer.save_pretrained(context.trial_dir / "adapter")
+    trainer.model.save_pretrained(context.trial_dir / saved)
+    tokenizer.save_pretrained(context.trial_dir / saved)
     final = {k: v for k, v in {**validation, **test}.items()
-             if k in ("eval_loss", "test_loss") or task_metric(k)}
+             if k in ("eval_loss", "test_loss") or keep(k)}
+    final.update(add(final) if add else {})
     final.update(costs.measure(trainer.model, costs.test_batch(
         load_split(prepared, "test"), DataCollatorWithPadding(tokenizer))))
     value = final.pop(context.metric)
-    base = trainer.model.get_base_model().config
+    model = trainer.model
+    base = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
     context.complete(value, step=trainer.state.global_step,
                      attrs={**attrs, "test_per_class": figures["per_class"],
                             "test_confusion_matrix": figures["confusion_matrix"],
