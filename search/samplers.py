@@ -10,9 +10,12 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import warnings
+from typing import Any
 
 import optuna
 from optuna.exceptions import ExperimentalWarning
+from optuna.samplers import BaseSampler
+from optuna.study import StudyDirection
 
 from search.distributions import grid
 from search.errors import InputError
@@ -62,6 +65,54 @@ def build_sampler(space: SearchSpace, history: int = 0) -> optuna.samplers.BaseS
         # a problem to print on every search.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
-            return cls(**options)
+            sampler = cls(**options)
     except Exception as error:  # noqa: BLE001 - any option the sampler cannot take is input
         raise InputError(space.source, "sampler.options", str(error).splitlines()[0]) from None
+    return FirstObjectiveCurves(sampler) if space.head.study.multi else sampler
+
+
+class _FirstDirection:
+    """A multi-objective study as a sampler sees it: its ``direction`` is the first
+    objective's, the one whose learning curve trials report; all else is the study's."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+
+    @property
+    def direction(self) -> StudyDirection:
+        return self._study.directions[0]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+
+class FirstObjectiveCurves(BaseSampler):
+    """A sampler of a multi-objective study whose PRUNED trials carry learning curves.
+
+    Optuna's samplers assume a multi-objective study has no intermediate values: TPE ranks
+    PRUNED trials by their last one in ``study.direction``, which a multi-objective study
+    refuses (RuntimeError). Here the curves are the first objective's, so that is the
+    direction to rank them in: the sampler sees the study with it (tests/search/
+    test_samplers.py pins Optuna's behaviour)."""
+
+    def __init__(self, inner: BaseSampler) -> None:
+        self.inner = inner
+
+    def infer_relative_search_space(self, study, trial):
+        return self.inner.infer_relative_search_space(_FirstDirection(study), trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self.inner.sample_relative(_FirstDirection(study), trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.inner.sample_independent(_FirstDirection(study), trial, param_name,
+                                             param_distribution)
+
+    def before_trial(self, study, trial) -> None:
+        self.inner.before_trial(_FirstDirection(study), trial)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.inner.after_trial(_FirstDirection(study), trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()

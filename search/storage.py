@@ -148,7 +148,8 @@ def note_storage(paths: StudyPaths, url: str) -> None:
 
 def finished_trial(study: optuna.Study, trial: FrozenTrial, paths: StudyPaths) -> FinishedTrial:
     """A trial as objectives see it (objectives.base.FinishedTrial)."""
-    return FinishedTrial(study_name=study.study_name, number=trial.number, value=trial.value,
+    value = trial.values[0] if trial.values else None  # a multi-objective study's first
+    return FinishedTrial(study_name=study.study_name, number=trial.number, value=value,
                          params=dict(trial.params), trial_dir=paths.folder_of(trial),
                          metric=str(study.user_attrs.get("metric", "")),
                          attrs=dict(trial.user_attrs))

@@ -28,12 +28,17 @@ class TeacherSection(Section):
 class StudentSection(Section):
     """A smaller model of the teacher's architecture: each size left out is the teacher's.
     Its layers start as a copy of the teacher's layers (spread evenly over its depth), each
-    weight sliced to the student's size where it is smaller."""
+    weight sliced to the student's size where it is smaller; then, with prune_ratio, its
+    least important heads and FFN neurons are removed (objectives.distillation.pruning)."""
 
     num_hidden_layers: int = Field(2, gt=0)
     num_attention_heads: int | None = Field(None, gt=0, description="Must divide hidden_size.")
     hidden_size: int | None = Field(None, gt=0)
     intermediate_size: int | None = Field(None, gt=0)
+    prune_ratio: float = Field(
+        0.0, ge=0, lt=1, description="Structured pruning: this share of every layer's "
+        "attention heads and FFN neurons, the least important first, is removed from the "
+        "student before it trains (with heads, hidden and intermediate size the teacher's).")
 
 
 class DistillSection(Section):

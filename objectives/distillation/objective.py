@@ -117,6 +117,36 @@ class Distillation(AdapterObjective):
         path, _, info = self.prepared(config, context.prepared_dir)
         recipe.run(config, context, path, info)
 
+    def export(self, trial: FinishedTrial, out_dir: Path | None,
+               options: dict[str, Any]) -> list[str]:
+        """The student as it was saved: one transformers folder (a pruned one loads with
+        objectives.distillation.pruning.load, which rebuilds its heads)."""
+        import json
+        import shutil
+
+        from objectives.adapter import clear_earlier_export, file_listing, trial_summary
+        from objectives.distillation.pruning import KEPT_HEADS
+
+        if options.get("quantize"):
+            raise DataError("", "a student classifier is exported as a transformers model "
+                            "(safetensors); quantisation is for GGUF models", source="--quantize")
+        model = trial.trial_dir / self.saved
+        if not (model / "config.json").is_file():
+            raise DataError(self.saved, f"trial {trial.number} has no saved student",
+                            source=trial.trial_dir)
+        out = Path(out_dir).resolve() if out_dir else trial.trial_dir.parent.parent / "export"
+        clear_earlier_export(out)
+        shutil.copytree(model, out)
+        pruned = KEPT_HEADS in json.loads((model / "config.json").read_text(encoding="utf-8"))
+        load = ("objectives.distillation.pruning.load(FOLDER) (its pruned heads need it)"
+                if pruned else "AutoModelForSequenceClassification.from_pretrained(FOLDER)")
+        result = {**trial_summary(trial), "out_dir": str(out), "load": load,
+                  "files": file_listing(out)}
+        (out / "export.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+        return [f"exported the student of trial {trial.number} of study "
+                f"'{trial.study_name}' to {out}",
+                f"  load: {load.replace('FOLDER', repr(str(out)))}"]
+
     def report_sections(self, best: FinishedTrial | None) -> list[ReportSection]:
         from objectives.sequence_classification_lora.report import per_class_section
 

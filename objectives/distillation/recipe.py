@@ -29,6 +29,7 @@ from objectives.trainer import quiet_transformers, train_trial, training_argumen
 
 SAVED = "model"  # per trial folder: the student, a whole transformers model (Distillation.saved)
 RETAINED = "quality_retained"
+IMPORTANCE_ROWS = 128
 
 
 class DistillationTrainer(Trainer):
@@ -67,6 +68,12 @@ def quality_metrics(teacher_info: dict[str, Any], quality: str):
     return compute
 
 
+def importance_batches(train, collate) -> list[dict[str, torch.Tensor]]:
+    """The training examples pruning measures importance on: the first IMPORTANCE_ROWS."""
+    rows = [train[i] for i in range(min(IMPORTANCE_ROWS, len(train)))]
+    return [dict(collate(rows[start:start + 16])) for start in range(0, len(rows), 16)]
+
+
 def keep(key: str) -> bool:
     return task_metric(key) or key.endswith(f"_{RETAINED}")
 
@@ -81,8 +88,9 @@ def run(config: DistillationConfig, context: TrialContext, prepared: Path,
     tokenizer = AutoTokenizer.from_pretrained(teachers.tokenizer_folder(folder))
     teacher = teachers.load(folder)
     set_seed(config.training.seed)
-    model = students.build(teacher, config.student)
     train = load_split(prepared, "train")
+    collate = DataCollatorWithPadding(tokenizer)
+    model = students.build(teacher, config.student, lambda: importance_batches(train, collate))
     cached = prepared / teacher_info["folder_key"] / teachers.TEACHER_LOGITS
     if cached.is_file():
         train = train.add_column("teacher_logits", np.load(cached).tolist())
@@ -99,7 +107,7 @@ def run(config: DistillationConfig, context: TrialContext, prepared: Path,
         args=training_arguments(config.training, context),
         train_dataset=train,
         eval_dataset=load_split(prepared, "validation"),
-        data_collator=DataCollatorWithPadding(tokenizer),
+        data_collator=collate,
         compute_metrics=quality_metrics(teacher_info, quality),
         callbacks=trial_callbacks(context, config.early_stopping, keep),
         teacher=None if cached.is_file() else teacher, distill=config.distill,

@@ -5,7 +5,8 @@ Its config is the teacher's with the sizes the space gives (layers, attention he
 and intermediate size). Student layer i starts as teacher layer ``layer_map(...)[i]`` (spread
 evenly over the teacher's depth, its last layer always kept: the one the head was trained
 on); every other weight (embeddings, pooler, head) as the teacher's. A weight that is smaller
-in the student takes the leading slice of the teacher's along each dimension.
+in the student takes the leading slice of the teacher's along each dimension. A student may
+then be pruned (objectives.distillation.pruning).
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from __future__ import annotations
 import copy
 import math
 import re
+from collections.abc import Callable, Iterable
 
 import torch
 from transformers import AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
 
 from objectives.base import DataError
+from objectives.distillation import pruning
 from objectives.distillation.config import StudentSection
 
 SIZES = ("num_hidden_layers", "num_attention_heads", "hidden_size", "intermediate_size")
@@ -42,6 +45,11 @@ def student_config(teacher: PretrainedConfig, section: StudentSection) -> Pretra
     if config.hidden_size % config.num_attention_heads:
         raise DataError("student.num_attention_heads", f"{config.num_attention_heads} heads "
                         f"do not divide the hidden size {config.hidden_size}")
+    changed = [name for name in SIZES[1:] if getattr(config, name) != getattr(teacher, name)]
+    if section.prune_ratio and changed:
+        raise DataError("student.prune_ratio", f"pruning chooses the heads and FFN neurons "
+                        f"to keep; leave {changed[0]} at the teacher's "
+                        f"({getattr(teacher, changed[0])})")
     return config
 
 
@@ -57,14 +65,26 @@ def teacher_name(name: str, mapping: list[int]) -> str:
     return LAYER.sub(lambda m: f"{m[1]}{mapping[int(m[2])]}{m[3]}", name, count=1)
 
 
-def build(teacher: PreTrainedModel, section: StudentSection) -> PreTrainedModel:
-    """A new student, initialised from ``teacher`` as the module docstring says."""
+def build(teacher: PreTrainedModel, section: StudentSection,
+          batches: Callable[[], Iterable[dict[str, torch.Tensor]]] | None = None,
+          ) -> PreTrainedModel:
+    """A new student, initialised from ``teacher`` as the module docstring says; with
+    ``section.prune_ratio``, pruned by importance measured on ``batches()`` (with labels)."""
     config = student_config(teacher.config, section)
     student = AutoModelForSequenceClassification.from_config(config)
     mapping = layer_map(teacher.config.num_hidden_layers, config.num_hidden_layers)
+    kept = getattr(teacher.config, pruning.KEPT_HEADS, None)
+    if kept:  # a pruned teacher: its layers' shapes, not its config's
+        pruning.restructure(student, [list(range(len(kept[m]))) for m in mapping])
+        setattr(student.config, pruning.KEPT_HEADS, [kept[m] for m in mapping])
     source = teacher.state_dict()
     with torch.no_grad():
         for name, tensor in student.state_dict().items():
             origin = source[teacher_name(name, mapping)]
             tensor.copy_(origin[tuple(slice(0, size) for size in tensor.shape)])
-    return student.float()
+    student = student.float()
+    if section.prune_ratio:
+        if batches is None:
+            raise ValueError("pruning needs batches to measure importance on")
+        pruning.prune(student, section.prune_ratio, *pruning.importance(student, batches()))
+    return student

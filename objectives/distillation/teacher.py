@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification, PreTrainedModel
+from transformers import PreTrainedModel
 
 from objectives.adapter import trial_config
 from objectives.base import LABELS, DataError
 from objectives.data.files import load_split, write_json
+from objectives.distillation import pruning
 from objectives.sequence_classification_lora.config import ClassificationConfig, model_path
 from objectives.trainer import cached_base_model
 
@@ -60,7 +61,7 @@ def labels_of(folder: Path) -> list[str]:
 
 def _load(folder: Path) -> PreTrainedModel:
     if not is_trial_folder(folder):
-        return AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32)
+        return pruning.load(folder)
     from peft import PeftModel
 
     from objectives.sequence_classification_lora.recipe import classifier

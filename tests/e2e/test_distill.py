@@ -64,10 +64,21 @@ def test_every_student_is_smaller_than_its_teacher_and_reports_what_it_keeps(sea
         macro_f1, latency = trial.values
         assert macro_f1 == pytest.approx(max(trial.intermediate_values.values()))
         assert latency > 0
-    one_layer = [t for t in study.trials if t.params["student.num_hidden_layers"] == 1]
-    two_layers = [t for t in study.trials if t.params["student.num_hidden_layers"] == 2]
-    assert max(t.user_attrs["total_params"] for t in one_layer) < \
-        min(t.user_attrs["total_params"] for t in two_layers)
+    size = {(t.params["student.num_hidden_layers"], t.params["student.prune_ratio"]):
+            t.user_attrs["total_params"] for t in study.trials}
+    assert size[1, 0.5] < size[1, 0.0] < size[2, 0.0] and size[2, 0.5] < size[2, 0.0]
+
+
+def test_pruned_students_keep_half_the_heads_and_reload(searched):
+    _, _, _, studies = searched
+    for trial in load(studies, "distill_tiny").trials:
+        if trial.params["student.prune_ratio"]:
+            folder = studies / "distill_tiny" / "trials" / f"{trial.number:04d}" / "model"
+            model = teachers.load(folder)
+            assert [len(h) for h in model.config.kept_heads] == \
+                [6] * trial.params["student.num_hidden_layers"]
+            assert model.config.intermediate_size == 768
+            assert model.num_parameters() == trial.user_attrs["total_params"]
 
 
 def test_the_teacher_ran_once_and_its_logits_are_cached(searched):
@@ -120,3 +131,20 @@ def test_heads_that_do_not_divide_the_hidden_size_are_refused_before_any_trial(
         f"error: {space}: search.student.num_attention_heads: value 5: 5 heads do not divide "
         "the hidden size 384\n")
     assert not (studies / "heads").exists()
+
+
+def test_a_front_trial_exports_as_a_student_that_predicts_as_in_its_trial(
+        searched, tmp_path: Path, monkeypatch, capsys):
+    _, _, _, studies = searched
+    monkeypatch.setenv("FTSEARCH_STUDIES", str(studies))
+    study = load(studies, "distill_tiny")
+    pruned = next(t for t in study.trials if t.params["student.prune_ratio"])
+    out = tmp_path / "student"
+    assert launcher.main(["export", "distill_tiny", "--trial", str(pruned.number),
+                          "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (f"exported the student of trial {pruned.number} of study "
+                        f"'distill_tiny' to {out}")
+    assert "objectives.distillation.pruning.load" in lines[1]
+    assert json.loads((out / "export.json").read_text())["trial"] == pruned.number
+    assert teachers.load(out).num_parameters() == pruned.user_attrs["total_params"]

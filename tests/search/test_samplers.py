@@ -146,3 +146,39 @@ def test_any_error_of_the_samplers_constructor_is_an_input_error(tmp_path: Path)
     with pytest.raises(InputError) as caught:
         build_sampler(space)
     assert caught.value.field == "sampler.options"
+
+
+def multi_objective_with_curves(sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    """A two-objective study whose PRUNED trials carry learning curves of the first, as
+    searches here keep them, with more trials asked of the sampler after them."""
+    study = optuna.create_study(directions=["minimize", "maximize"], sampler=sampler)
+    define = DefineByRun({key: value for key, value in
+                          load_space(str(FAKE_SPACE)).head.search.items()})
+    for number in range(14):
+        trial = study.ask()
+        define(trial)
+        if number % 2:
+            study._storage.set_trial_intermediate_value(trial._trial_id, 10, float(number))
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, [float(number), float(-number)])
+    return study
+
+
+def test_optunas_tpe_cannot_rank_curves_of_a_multi_objective_study():
+    # What FirstObjectiveCurves is for: if this stops raising, Optuna handles it itself.
+    with pytest.raises(RuntimeError, match="single direction cannot be retrieved"):
+        multi_objective_with_curves(optuna.samplers.TPESampler(seed=0, n_startup_trials=2))
+
+
+@pytest.mark.parametrize("name", ["tpe", "nsga2", "random", "qmc", "gp"])
+def test_multi_objective_samplers_rank_pruned_trials_by_the_first_metric(tmp_path, name):
+    space = fake_space(tmp_path, name)
+    space.head.study._metrics = ["eval_loss", "eval_accuracy"]
+    space.head.study._directions = ["minimize", "maximize"]
+    sampler = build_sampler(space)
+    assert type(sampler.inner) is EXPECTED[name]
+    if name == "tpe":
+        sampler.inner._n_startup_trials = 2
+    study = multi_objective_with_curves(sampler)
+    assert len(study.trials) == 14 and len(study.best_trials) >= 1
