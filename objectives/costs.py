@@ -28,7 +28,7 @@ COST_METRICS = (
     Metric("size_mb", "minimize", "weights of the model as served, in MB"),
 )
 LATENCY_BATCH = 32
-WARMUP, REPEATS = 2, 7
+WARMUP, REPEATS = 3, 15
 
 
 @contextmanager

@@ -28,6 +28,9 @@ class Distillation(AdapterObjective):
         Metric("eval_quality_retained", "maximize", "the student's distill.quality_metric "
                "divided by the teacher's, on the validation split"),
         *COST_METRICS,
+        Metric("speedup", "maximize", "the teacher's latency divided by the student's, both "
+               "measured in the trial's process"),
+        Metric("size_ratio", "minimize", "the student's parameters divided by the teacher's"),
     )
 
     def check(self, config: DistillationConfig) -> None:

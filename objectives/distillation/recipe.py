@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, set_seed
 
+from objectives import costs
 from objectives.base import TrialContext
 from objectives.data.files import load_split
 from objectives.distillation import student as students
@@ -96,8 +97,15 @@ def run(config: DistillationConfig, context: TrialContext, prepared: Path,
         train = train.add_column("teacher_logits", np.load(cached).tolist())
     quality = config.distill.quality_metric
 
-    def test_retained(final: dict[str, float]) -> dict[str, float]:
-        return {f"test_{RETAINED}": final[f"test_{quality}"] / teacher_info[f"test_{quality}"]}
+    def against_teacher(final: dict[str, float]) -> dict[str, float]:
+        """The student's test quality and costs as shares of the teacher's, whose costs are
+        measured here, in the same process and conditions as the student's."""
+        device = next(model.parameters()).device
+        theirs = costs.measure(teacher.to(device), costs.test_batch(
+            load_split(prepared, "test"), collate))
+        return {f"test_{RETAINED}": final[f"test_{quality}"] / teacher_info[f"test_{quality}"],
+                "speedup": theirs["latency_ms"] / final["latency_ms"],
+                "size_ratio": final["total_params"] / theirs["total_params"]}
 
     attrs = {"teacher": str(folder), "teacher_test_" + quality: teacher_info[f"test_{quality}"],
              "student_layers_from": students.layer_map(teacher.config.num_hidden_layers,
@@ -113,4 +121,4 @@ def run(config: DistillationConfig, context: TrialContext, prepared: Path,
         teacher=None if cached.is_file() else teacher, distill=config.distill,
         label_smoothing=config.training.label_smoothing_factor,
     ), model, context, lambda trainer: finish(trainer, prepared, tokenizer, context, attrs,
-                                              saved=SAVED, keep=keep, add=test_retained))
+                                              saved=SAVED, keep=keep, add=against_teacher))

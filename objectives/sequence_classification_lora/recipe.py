@@ -165,7 +165,7 @@ def finish(trainer: Trainer, prepared: Path, tokenizer, context: TrialContext,
     """The best checkpoint (loaded back by the Trainer) predicts the validation and test
     splits; the model (``saved``: its adapter, or a whole model), predictions, label set and
     per-class figures are saved, and the last report ends the trial with the validation
-    value, the final figures ``keep`` accepts, those ``add`` derives from them and the costs."""
+    value, the final figures ``keep`` accepts, the costs and what ``add`` derives from them."""
     labels = load_labels(prepared)
     validation, validation_rows = predict_split(trainer, prepared, "validation", "eval", labels)
     test, test_rows = predict_split(trainer, prepared, "test", "test", labels)
@@ -178,9 +178,9 @@ def finish(trainer: Trainer, prepared: Path, tokenizer, context: TrialContext,
     tokenizer.save_pretrained(context.trial_dir / saved)
     final = {k: v for k, v in {**validation, **test}.items()
              if k in ("eval_loss", "test_loss") or keep(k)}
-    final.update(add(final) if add else {})
     final.update(costs.measure(trainer.model, costs.test_batch(
         load_split(prepared, "test"), DataCollatorWithPadding(tokenizer))))
+    final.update(add(final) if add else {})
     value = final.pop(context.metric)
     model = trainer.model
     base = (model.get_base_model() if hasattr(model, "get_base_model") else model).config

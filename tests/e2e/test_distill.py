@@ -61,6 +61,9 @@ def test_every_student_is_smaller_than_its_teacher_and_reports_what_it_keeps(sea
         assert attrs["student_layers_from"] == {2: [2, 5], 1: [5]}[attrs["num_hidden_layers"]]
         assert 0 < attrs["total_params"] < 22.7e6 and attrs["trainable_params"] == \
             attrs["total_params"]
+        assert attrs["size_ratio"] == pytest.approx(
+            attrs["total_params"] / teacher.user_attrs["total_params"])
+        assert attrs["speedup"] > 1  # at most 2 of the teacher's 6 layers
         macro_f1, latency = trial.values
         assert macro_f1 == pytest.approx(max(trial.intermediate_values.values()))
         assert latency > 0
@@ -102,7 +105,7 @@ def test_the_summary_and_report_show_the_front_with_quality_kept(searched):
         assert f"  trial {number} (front" in out
         assert (studies / "distill_tiny" / "best" / f"trial_{number}" /
                 "model.safetensors").is_file()
-    assert "test_quality_retained" in out and "total_params" in out
+    assert "test_quality_retained" in out and "total_params" in out and "speedup" in out
     page = render(study, f"sqlite:///{studies / 'distill_tiny' / 'optuna.db'}")
     assert 'id="pareto"' in page and "latency_ms" in page
 
