@@ -17,7 +17,8 @@ from objectives.distillation import teacher as teachers
 from objectives.distillation.config import StudentSection
 from objectives.distillation.student import build, teacher_name
 from search.report import render
-from tests.conftest import DATA, load
+from search.space import load_space
+from tests.conftest import DATA, REPO, load
 
 TEACHER_SPACE = DATA / "spaces" / "classify_tiny.yaml"
 SPACE = DATA / "spaces" / "distill_tiny.yaml"
@@ -120,6 +121,23 @@ def test_a_student_of_the_real_minilm_teacher_starts_from_its_layers(searched):
     for name, tensor in student.state_dict().items():
         assert torch.equal(tensor, theirs[teacher_name(name, [2, 5])]), name
     assert student.num_parameters() < teacher.num_parameters()
+
+
+def test_the_shipped_distill_space_validates_once_its_teacher_study_exists(
+        searched, tmp_path: Path, monkeypatch):
+    _, _, _, studies = searched
+    monkeypatch.setenv("FTSEARCH_STUDIES", str(studies))
+    text = (REPO / "spaces" / "distill.yaml").read_text()
+    assert "  model: classify " in text and "path: ../data/" in text
+    copy = tmp_path / "distill.yaml"
+    copy.write_text(text.replace("  model: classify ", "  model: cls_teacher ")
+                    .replace("path: ../data/", f"path: {REPO / 'data'}/"))
+    space = load_space(str(copy))
+    best = load(studies, "cls_teacher").best_trial.number
+    assert space.defaults.teacher.model == str(studies / "cls_teacher" / "trials" /
+                                               f"{best:04d}")
+    assert space.head.study.metrics == ["eval_macro_f1", "latency_ms"]
+    space.trial_config(space.baseline_params())
 
 
 def test_heads_that_do_not_divide_the_hidden_size_are_refused_before_any_trial(
