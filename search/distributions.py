@@ -55,3 +55,29 @@ def grid(search: dict[str, Param]) -> dict[str, list[Any]]:
         else:
             raise ValueError(f"search.{key}: the grid sampler needs choices or a step")
     return values
+
+
+def distribution(param: Param) -> optuna.distributions.BaseDistribution:
+    """The Optuna distribution ``suggest`` samples ``param`` from."""
+    if isinstance(param, FloatParam):
+        return optuna.distributions.FloatDistribution(param.low, param.high, log=param.log,
+                                                      step=param.step)
+    if isinstance(param, IntParam):
+        return optuna.distributions.IntDistribution(param.low, param.high, log=param.log,
+                                                    step=param.step)
+    return optuna.distributions.CategoricalDistribution(param.choices)
+
+
+def holds(param: Param, value: Any) -> bool:
+    """Whether ``param`` could have suggested ``value``."""
+    if isinstance(param, CategoricalParam):
+        return value in param.choices
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if not param.low <= value <= param.high:
+        return False
+    step = param.step
+    if isinstance(param, IntParam):
+        return float(value).is_integer() and (int(value) - param.low) % step == 0
+    return step is None or abs((value - param.low) / step - round((value - param.low) / step)) \
+        < 1e-9

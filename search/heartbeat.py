@@ -20,6 +20,8 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 from ray.tune import Callback
 
+from search.history import WARM_START
+
 logger = logging.getLogger(__name__)
 HEARTBEAT = "heartbeat"
 HEARTBEAT_S = 10
@@ -56,9 +58,10 @@ def fail_interrupted(storage: BaseStorage, study_name: str) -> list[int]:
 
 def is_counted(trial: FrozenTrial) -> bool:
     """Whether a finished trial counts toward the study's total: interrupted ones run again,
-    and one that ran out of memory is replaced by its retry (retried_as)."""
+    one that ran out of memory is replaced by its retry (retried_as), and one added from an
+    earlier study (search.warm_start) did not run here."""
     return trial.state.is_finished() and trial.user_attrs.get("fail_reason") != INTERRUPTED \
-        and "retried_as" not in trial.user_attrs
+        and "retried_as" not in trial.user_attrs and WARM_START not in trial.user_attrs
 
 
 def finished_count(study: optuna.Study) -> int:

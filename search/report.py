@@ -35,8 +35,9 @@ from objectives.base import ReportSection
 from search import data_report
 from search.comparison import COMPARISON, comparison_section
 from search.heartbeat import HEARTBEAT
+from search.history import own
 from search.storage import StudyPaths, finished_trial, mask, open_existing, pick_study
-from search.summary import baseline_trial, best_trial, trial_score
+from search.summary import baseline_trial, best_trial, pareto_front, trial_score
 
 BEST_ROWS = 10  # trials in the table of best trials
 MAX_PARETO_ROWS = 20
@@ -78,6 +79,7 @@ class _Study:
     best: FrozenTrial | None  # single-objective only
     varied: list[str]  # parameters with two values or more among complete trials
     constant: list[str]  # parameters that never varied among complete trials
+    added: int = 0  # trials of earlier studies in the sampler's history
 
     @property
     def multi(self) -> bool:
@@ -95,7 +97,8 @@ def _objective(index: int) -> Target:
 
 
 def _read(study: optuna.Study) -> _Study:
-    trials = study.get_trials(deepcopy=False)
+    everything = study.get_trials(deepcopy=False)
+    trials = own(everything)  # not those added from earlier studies (search.warm_start)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     directions = list(study.directions)
     names = study.metric_names or [
@@ -109,7 +112,8 @@ def _read(study: optuna.Study) -> _Study:
     best = best_trial(study) if len(directions) == 1 else None
     return _Study(study, trials, complete, names, directions, best,
                   varied=sorted(k for k, v in values.items() if len(v) > 1),
-                  constant=sorted(k for k, v in values.items() if len(v) == 1))
+                  constant=sorted(k for k, v in values.items() if len(v) == 1),
+                  added=len(everything) - len(trials))
 
 
 def render(study: optuna.Study, storage_url: str, paths: StudyPaths | None = None) -> str:
@@ -301,7 +305,7 @@ def _summary(info: _Study, storage_url: str) -> str:
     if info.best is not None:
         rows.append(("Best", f"{_format(info.best.value)} (trial {info.best.number})"))
     elif info.multi and info.complete:
-        rows.append(("Best", f"{len(study.best_trials)} trials on the Pareto front"))
+        rows.append(("Best", f"{len(pareto_front(study))} trials on the Pareto front"))
     else:
         rows.append(("Best", "none: no trial completed"))
     rows.append(("Trials", f"{len(info.trials)}: {counts[TrialState.COMPLETE]} complete, "
@@ -309,6 +313,9 @@ def _summary(info: _Study, storage_url: str) -> str:
                  f"{counts[TrialState.RUNNING]} running"
                  + (f", {counts[TrialState.WAITING]} waiting" if counts[TrialState.WAITING]
                     else "")))
+    if info.added:
+        rows.append(("Warm start", f"{info.added} trials of earlier studies in the sampler's "
+                     "history (not counted above; study.warm_start)"))
     finished = [t.duration.total_seconds() for t in info.trials if t.duration is not None]
     starts = [t.datetime_start for t in info.trials if t.datetime_start is not None]
     ends = [t.datetime_complete for t in info.trials if t.datetime_complete is not None]
@@ -459,7 +466,7 @@ def _trial_metrics(trial: FrozenTrial) -> dict[str, float]:
 
 def _ranked(info: _Study) -> list[FrozenTrial]:
     if info.multi:
-        front = sorted(info.study.best_trials, key=lambda t: t.number)
+        front = pareto_front(info.study)
         return front[:MAX_PARETO_ROWS]
     sign = 1 if info.directions[0] == StudyDirection.MINIMIZE else -1
     return sorted(info.complete, key=lambda t: (sign * t.value, t.number))[:BEST_ROWS]

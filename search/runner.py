@@ -42,6 +42,7 @@ from search.storage import (
     open_storage,
 )
 from search.trainable import run_trial
+from search.warm_start import earlier_studies, seed_study
 
 # Ray's automatic CSV/JSON/TensorBoard loggers cost time on every result; the study keeps all.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -168,6 +169,7 @@ def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
     if request.resume and not study_exists(url, request.study_name):
         raise InputError(space.source, "study.name", f"no study '{request.study_name}' to "
                          f"resume in {mask(url)}; drop --resume to start it")
+    earlier = earlier_studies(space)
     prepare(space, paths)
     study, storage, new = open_study(request, url)
     note_storage(paths, url)
@@ -180,8 +182,11 @@ def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
         with warnings.catch_warnings():  # experimental in Optuna, and what its tools read
             warnings.simplefilter("ignore", ExperimentalWarning)
             study.set_metric_names(space.head.study.metrics)
-        # The untuned configuration runs first, so the search has something to beat.
+        # The untuned configuration runs first, so the search has something to beat; then
+        # the best of the earlier studies it starts from.
         study.enqueue_trial(space.baseline_params(), user_attrs={BASELINE: True})
+        for line in seed_study(study, space, earlier):
+            print(line)
     else:
         interrupted = fail_interrupted(storage, request.study_name)
         if interrupted:

@@ -57,6 +57,12 @@ class StudySection(Section):
         None, gt=0, description="Seconds after the first trial starts in which trials may start; "
         "running ones then finish.")
     seed: int = 0
+    warm_start: list[str] = Field(
+        default_factory=list, description="Earlier studies (by name) of the same metrics "
+        "whose finished trials join the sampler's history, and whose best configurations run "
+        "after the untuned default (see search.warm_start).")
+    warm_start_top_k: int = Field(3, ge=0, description="Best configurations of each earlier "
+                                  "study to run again on this search's data.")
     # Set from metric and direction by the space's check (_check_metric): every objective,
     # the first (``metric``, ``direction`` after the check) being the one trials report on.
     _metrics: list[str] = PrivateAttr(default_factory=list)
@@ -81,6 +87,15 @@ class StudySection(Section):
         if value is not None and not all(isinstance(name, str) for name in names):
             raise ValueError(f"{value!r}: a metric name, or a list of metric names")
         return value
+
+    @field_validator("warm_start", mode="before")
+    @classmethod
+    def _study_names(cls, value: Any) -> Any:
+        names = [value] if isinstance(value, str) else value
+        for name in names if isinstance(names, list) else []:
+            if not isinstance(name, str) or not is_study_name(name):
+                raise ValueError(f"{name!r} is not a study name")
+        return names
 
     @field_validator("direction", mode="before")
     @classmethod

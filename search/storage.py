@@ -18,6 +18,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from objectives import get_objective
 from objectives.base import FinishedTrial, Objective
 from search.errors import InputError, closest
+from search.history import WARM_START
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 # Study names become folder names: no path separators, no "..".
@@ -171,23 +172,28 @@ class ResolvedStudy:
                              "is not installed here") from None
 
     def trial(self, number: int | None) -> FrozenTrial:
-        """A COMPLETE trial by number; None: the best one."""
+        """A COMPLETE trial of the study by number; None: the best one."""
+        from search.summary import best_trial, pareto_front  # summary imports this module
+
         trials = {t.number: t for t in self.study.get_trials(deepcopy=False)}
         if number is None:
-            complete = [t for t in trials.values() if t.state == TrialState.COMPLETE]
-            if not complete:
-                raise InputError(self.study.study_name, "", "no trial completed, so there is "
-                                 "no best trial")
-            if len(self.study.directions) > 1:
-                front = ", ".join(str(t.number) for t in
-                                  sorted(self.study.best_trials, key=lambda t: t.number))
+            if len(self.study.directions) > 1 and pareto_front(self.study):
+                front = ", ".join(str(t.number) for t in pareto_front(self.study))
                 raise InputError("--trial", "", f"study '{self.study.study_name}' has several "
                                  f"objectives and no single best trial; choose one of its "
                                  f"Pareto front ({front})")
-            return self.study.best_trial
+            best = best_trial(self.study)
+            if best is None:
+                raise InputError(self.study.study_name, "", "no trial completed, so there is "
+                                 "no best trial")
+            return best
         if number not in trials:
             raise InputError("--trial", "", f"study '{self.study.study_name}' has no trial "
                              f"{number}")
+        if WARM_START in trials[number].user_attrs:
+            raise InputError("--trial", "", f"trial {number} was added from study "
+                             f"{trials[number].user_attrs[WARM_START]} (search.warm_start) and "
+                             "did not run here")
         if trials[number].state != TrialState.COMPLETE:
             raise InputError("--trial", "", f"trial {number} is {trials[number].state.name}, "
                              "not COMPLETE")

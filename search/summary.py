@@ -9,10 +9,12 @@ import uuid
 from collections.abc import Sequence
 
 import optuna
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives.base import TEST_PREFIX
 from search import data_report
+from search.history import is_added, ranked
 from search.space import SearchSpace
 from search.storage import StudyPaths, default_url, mask
 
@@ -57,19 +59,23 @@ FRONT = "front.json"  # in best/ of a multi-objective study: its Pareto front
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The best COMPLETE trial; None if there is none, or the study has several objectives
-    (see pareto_front)."""
+    """The best COMPLETE trial that ran in the study (not one added from an earlier study);
+    None if there is none, or the study has several objectives (see pareto_front)."""
     if len(study.directions) > 1:
         return None
-    try:
-        return study.best_trial
-    except ValueError:  # no COMPLETE trial
-        return None
+    return next(iter(ranked(study)), None)
 
 
 def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
-    """The COMPLETE trials no other trial beats on every objective, by number."""
-    return sorted(study.best_trials, key=lambda t: t.number)
+    """The COMPLETE trials of the study no other of its trials beats on every objective, by
+    number (trials added from earlier studies are not the study's)."""
+    signs = [1 if d == StudyDirection.MINIMIZE else -1 for d in study.directions]
+    scored = [(t, [s * v for s, v in zip(signs, t.values, strict=True)])
+              for t in ranked(study)]
+    return sorted((t for t, mine in scored
+                   if not any(all(o <= m for o, m in zip(other, mine, strict=True))
+                              and other != mine for _, other in scored)),
+                  key=lambda t: t.number)
 
 
 def save_best(study: optuna.Study, space: SearchSpace, paths: StudyPaths) -> FrozenTrial | None:
@@ -111,12 +117,16 @@ def summary_lines(study: optuna.Study, space: SearchSpace, paths: StudyPaths,
     metric = space.head.study.metric
     minimize = space.head.study.direction == "minimize"
     counts = {state: 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    added = 0
     for trial in study.get_trials(deepcopy=False):
-        if trial.state in counts:
+        if is_added(trial):
+            added += 1
+        elif trial.state in counts:
             counts[trial.state] += 1
+    earlier = f" (and {added} trials of earlier studies in its history)" if added else ""
     lines = [
         f"study '{study.study_name}': {counts[TrialState.COMPLETE]} complete, "
-        f"{counts[TrialState.PRUNED]} stopped early, {counts[TrialState.FAIL]} failed"
+        f"{counts[TrialState.PRUNED]} stopped early, {counts[TrialState.FAIL]} failed{earlier}"
     ]
     best = best_trial(study)
     if space.head.study.multi:
