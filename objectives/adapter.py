@@ -5,6 +5,7 @@ and the winner's adapter copied to ``best/``. Their configs have a ``training`` 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import uuid
 from pathlib import Path
@@ -14,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from objectives.base import DataError, FinishedTrial, Objective
+from objectives.sections import module_names
 
 C = TypeVar("C", bound=BaseModel)
 
@@ -37,6 +39,51 @@ class AdapterObjective(Objective):
             "training.gradient_accumulation_steps": config.training.gradient_accumulation_steps * 2,
         }
 
+    def resolve(self, body: dict[str, Any]) -> dict[str, Any]:
+        """With model.adapter: the lora keys the space leaves out are the adapter's, and
+        training.learning_rate_scale times its trial's learning rate is the learning rate."""
+        body = {**body}
+        model, training = dict(body.get("model") or {}), dict(body.get("training") or {})
+        adapter, scale = model.get("adapter"), training.get("learning_rate_scale")
+        if not adapter:
+            if scale is not None:
+                raise DataError("training.learning_rate_scale", "scales the learning rate of "
+                                "the trial model.adapter names; there is none")
+            return body
+        settings = adapter_settings(Path(adapter))
+        body["lora"] = {**{key: settings[key] for key in ADAPTER_SHAPE if key in settings},
+                        **(body.get("lora") or {})}
+        if scale is not None:
+            if "learning_rate" in training:
+                raise DataError("training.learning_rate", "give learning_rate or "
+                                "learning_rate_scale (relative to the adapter's trial), not both")
+            earlier = Path(adapter) / "config.yaml"
+            if not earlier.is_file():
+                raise DataError("training.learning_rate_scale", f"{adapter} is an adapter "
+                                "folder, not a trial's: it has no learning rate to scale")
+            rate = yaml.safe_load(earlier.read_text(encoding="utf-8"))["training"]["learning_rate"]
+            body["training"] = {**training, "learning_rate": scale * rate}
+        return body
+
+    def check_adapter(self, config: BaseModel, base: str) -> None:
+        """A continued adapter keeps its shape (the lora keys) and its base model."""
+        if not config.model.adapter:
+            return
+        settings = adapter_settings(Path(config.model.adapter))
+        lora = config.lora
+        for key in ADAPTER_SHAPE:
+            ours = sorted(module_names(lora)) if key == "target_modules" else getattr(lora, key)
+            theirs = settings.get(key)
+            theirs = sorted(theirs) if key == "target_modules" else theirs
+            if theirs is not None and ours != theirs:
+                raise DataError(f"lora.{key}", f"{ours!r} differs from the adapter's "
+                                f"{theirs!r} (model.adapter): a continued adapter keeps its "
+                                f"shape; leave lora.{key} out of the space")
+        trained_on = settings.get("base_model_name_or_path")
+        if trained_on and Path(trained_on).resolve() != Path(base).resolve():
+            raise DataError("model.adapter", f"the adapter was trained on {trained_on}, not on "
+                            f"{base} (model.name_or_path)")
+
     def save_best(self, trial_dir: Path, best_dir: Path) -> None:
         # Copied aside, then swapped in: launchers sharing a study may both finish at once.
         staged = best_dir.with_name(f".{best_dir.name}.{uuid.uuid4().hex}")
@@ -47,6 +94,31 @@ class AdapterObjective(Objective):
             staged.rename(best_dir)
         except OSError:  # the other launcher's copy of the same best trial got there first
             shutil.rmtree(staged)
+
+
+ADAPTER_SHAPE = ("r", "lora_alpha", "lora_dropout", "target_modules", "bias")
+# Keys added after studies were made (Objective.added_sections): continuing an adapter.
+ADDED_ADAPTER_KEYS = ("model.adapter", "training.learning_rate_scale")
+
+
+def adapter_folder(path: Path) -> Path:
+    """The adapter a model.adapter value means: a trial folder's ``adapter/``, or the
+    folder itself when it holds adapter_config.json."""
+    for folder in (path / "adapter", path):
+        if (folder / "adapter_config.json").is_file():
+            return folder
+    raise DataError("model.adapter", f"{path} holds no LoRA adapter (adapter_config.json), "
+                    "and is not a trial folder with one")
+
+
+def continued_adapter(config: BaseModel) -> Path | None:
+    """The saved adapter a trial continues (model.adapter), or None for a fresh one."""
+    return adapter_folder(Path(config.model.adapter)) if config.model.adapter else None
+
+
+def adapter_settings(path: Path) -> dict[str, Any]:
+    """The LoraConfig an adapter was saved with (adapter_config.json)."""
+    return json.loads((adapter_folder(path) / "adapter_config.json").read_text(encoding="utf-8"))
 
 
 def trial_config(trial_dir: Path, config_model: type[C]) -> C:

@@ -189,6 +189,12 @@ class Objective(ABC):
         no answer metrics when the data has no answers)."""
         return self.metrics
 
+    def resolve(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The space's objective sections as written (paths and earlier trials resolved),
+        before they are validated: fill in what files say (an adapter's shape, a learning
+        rate relative to an earlier trial's). Raise DataError for what cannot be resolved."""
+        return body
+
     def max_steps(self, config: BaseModel) -> int | None:
         """The longest a trial trains, in the steps it reports; None if not known upfront."""
         return None

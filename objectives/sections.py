@@ -48,6 +48,9 @@ class TrainingSection(Section):
         "auto", description="auto: bf16 on GPUs that support it, else fp16 with dynamic loss "
         "scaling; fp32 on CPU.")
     seed: int = 42
+    learning_rate_scale: float | None = Field(
+        None, gt=0, description="With model.adapter naming a trial: the learning rate is this "
+        "times that trial's (0.3: an update at 30 % of the first run's rate).")
 
     @model_validator(mode="after")
     def _save_on_evals(self) -> TrainingSection:
@@ -55,6 +58,15 @@ class TrainingSection(Section):
             raise ValueError(f"save_steps ({self.save_steps}) must be a multiple of eval_steps "
                              f"({self.eval_steps}) so the best evaluation has a checkpoint")
         return self
+
+
+class ModelBase(Section):
+    """What the LoRA objectives' model sections share."""
+
+    adapter: str | None = Field(
+        None, description="Continue this LoRA adapter in every trial instead of a fresh one: "
+        "a study (its best trial's), STUDY:TRIAL, a trial folder or an adapter folder. Its "
+        "shape (the lora section) is the adapter's.")
 
 
 class LoraSection(Section):

@@ -59,15 +59,19 @@ def forget_base_model() -> None:
 
 
 def with_lora(base: PreTrainedModel, task_type: str, lora: LoraSection,
-              reset: Callable[[PreTrainedModel], None] | None = None):
-    """``base`` with a fresh LoRA adapter of the space's ``lora`` section (``reset`` first
-    readies the base, e.g. a new head). A failure drops the kept base, which it may have
+              reset: Callable[[PreTrainedModel], None] | None = None,
+              adapter: Path | None = None):
+    """``base`` with a fresh LoRA adapter of the space's ``lora`` section, or the saved
+    ``adapter`` to train on (``reset`` first readies the base, e.g. a new head, which a saved
+    adapter's own then replaces). A failure drops the kept base, which it may have
     half-changed, so the next trial loads it afresh."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, PeftModel, get_peft_model
 
     try:
         if reset is not None:
             reset(base)
+        if adapter is not None:
+            return PeftModel.from_pretrained(base, adapter, is_trainable=True)
         return get_peft_model(base, LoraConfig(
             task_type=task_type, r=lora.r, lora_alpha=lora.lora_alpha,
             lora_dropout=lora.lora_dropout, target_modules=module_names(lora), bias=lora.bias))

@@ -311,10 +311,14 @@ def load_space(name_or_path: str) -> SearchSpace:
         if key not in config_model.model_fields:
             hint = closest(key, head_keys | set(config_model.model_fields))
             raise InputError(path, key, f"unknown section{hint}")
-    body = _resolve_trials(path, body, objective.trial_fields)
+    body = _resolve_paths(_resolve_trials(path, body, objective.trial_fields),
+                          objective.path_fields, path.parent)
     try:
-        defaults = config_model.model_validate(
-            _resolve_paths(body, objective.path_fields, path.parent))
+        body = objective.resolve(body)
+    except DataError as error:
+        raise from_data(error, path) from None
+    try:
+        defaults = config_model.model_validate(body)
     except ValidationError as error:
         raise from_validation_error(path, error, fields_at=_keys_at(config_model)) from None
     _check_metric(path, head, objective, defaults)

@@ -12,6 +12,7 @@ from objectives.data.section import ChunkSection, DataFiles
 from objectives.sections import (
     EarlyStoppingSection,
     LoraSection,
+    ModelBase,
     Section,
     TrainingSection,
     local_model,
@@ -21,7 +22,7 @@ BUILTIN = "builtin:tiny-llama"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "data" / "finance_sentiment.jsonl"
 
 
-class ModelSection(Section):
+class ModelSection(ModelBase):
     name_or_path: str = Field(
         BUILTIN,
         description="Local folder or hub id for from_pretrained; builtin:tiny-llama is the "
@@ -76,7 +77,8 @@ class CausalLMConfig(Section):
     early_stopping: EarlyStoppingSection = Field(default_factory=EarlyStoppingSection)
 
     path_fields: ClassVar[dict[str, list[str]]] = {
-        "data": ["path", "validation_path", "test_path"], "model": ["name_or_path"]}
+        "data": ["path", "validation_path", "test_path"], "model": ["name_or_path", "adapter"]}
+    trial_fields: ClassVar[dict[str, list[str]]] = {"model": ["adapter"]}
 
 
 def model_path(config: CausalLMConfig) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from objectives.adapter import AdapterObjective
+from objectives.adapter import ADDED_ADAPTER_KEYS, AdapterObjective
 from objectives.base import DataError, FinishedTrial, Metric, ReportSection
 from objectives.causal_lm_lora.config import (
     CausalLMConfig,
@@ -21,7 +21,8 @@ class CausalLMLoRA(AdapterObjective):
     name = "causal_lm_lora"
     config_model = CausalLMConfig
     path_fields = CausalLMConfig.path_fields
-    added_sections = ("evaluation", *ADDED_DATA_KEYS, "data.chunk")
+    trial_fields = CausalLMConfig.trial_fields
+    added_sections = ("evaluation", *ADDED_DATA_KEYS, "data.chunk", *ADDED_ADAPTER_KEYS)
     metrics = (
         Metric("eval_loss", "minimize", "validation loss on the answer tokens"),
         Metric("eval_accuracy", "maximize", "greedy answers equal to the reference (after "
@@ -42,6 +43,7 @@ class CausalLMLoRA(AdapterObjective):
 
         augment.check(config.data.augment)
         path = model_path(config)  # raises DataError naming model.name_or_path
+        self.check_adapter(config, path)
         try:
             model_config(config, path)
         except OSError as error:  # a folder with a config.json that does not load

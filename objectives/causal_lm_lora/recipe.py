@@ -25,6 +25,7 @@ from transformers import (
 )
 
 from objectives import costs
+from objectives.adapter import continued_adapter
 from objectives.base import LABELS, TrialContext, write_predictions
 from objectives.causal_lm_lora import data, generation
 from objectives.causal_lm_lora.config import (
@@ -115,7 +116,7 @@ def run(config: CausalLMConfig, context: TrialContext, prepared: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(model_path(config))
     base = load_base_model(config)
     set_seed(config.training.seed)  # after loading, so a reused base gives the same adapter init
-    model = with_lora(base, "CAUSAL_LM", config.lora)
+    model = with_lora(base, "CAUSAL_LM", config.lora, adapter=continued_adapter(config))
     train, augmented = data.training_set(prepared, config.data, tokenizer, config.data.seed)
     attrs = {"augmented_rows": augmented} if augmented else {}
     train_trial(lambda: GenerativeTrainer(

@@ -13,6 +13,7 @@ from objectives.sections import (
     PACKAGE_PREFIX,
     EarlyStoppingSection,
     LoraSection,
+    ModelBase,
     Section,
     TrainingSection,
     local_model,
@@ -25,7 +26,7 @@ DATA = Path(__file__).resolve().parents[2] / "data"
 DEFAULT_DATA = DATA / "finance_sentiment.csv"
 
 
-class ModelSection(Section):
+class ModelSection(ModelBase):
     name_or_path: str = Field(
         MINILM, description="Local folder, hub id in the local cache, or package:NAME (a model "
         "folder an installed package ships); the default is all-MiniLM-L6-v2.")
@@ -70,7 +71,8 @@ class ClassificationConfig(Section):
     early_stopping: EarlyStoppingSection = Field(default_factory=EarlyStoppingSection)
 
     path_fields: ClassVar[dict[str, list[str]]] = {
-        "data": ["path", "validation_path", "test_path"], "model": ["name_or_path"]}
+        "data": ["path", "validation_path", "test_path"], "model": ["name_or_path", "adapter"]}
+    trial_fields: ClassVar[dict[str, list[str]]] = {"model": ["adapter"]}
 
 
 def model_path(config: ClassificationConfig) -> str:

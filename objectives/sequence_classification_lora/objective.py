@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from objectives.adapter import AdapterObjective
+from objectives.adapter import ADDED_ADAPTER_KEYS, AdapterObjective
 from objectives.base import DataError, FinishedTrial, Metric, ReportSection
 from objectives.costs import COST_METRICS
 from objectives.sequence_classification_lora.config import ClassificationConfig, model_path
@@ -17,6 +17,8 @@ class SequenceClassificationLoRA(AdapterObjective):
     name = "sequence_classification_lora"
     config_model = ClassificationConfig
     path_fields = ClassificationConfig.path_fields
+    trial_fields = ClassificationConfig.trial_fields
+    added_sections = ADDED_ADAPTER_KEYS
     metrics = (
         Metric("eval_loss", "minimize", "validation loss (the training loss: cross-entropy, "
                "focal, weighted)"),
@@ -33,6 +35,7 @@ class SequenceClassificationLoRA(AdapterObjective):
 
         augment.check(config.data.augment)
         path = model_path(config)  # raises DataError naming model.name_or_path
+        self.check_adapter(config, path)
         try:
             AutoConfig.from_pretrained(path)
         except (OSError, ValueError) as error:  # a config.json that does not load

@@ -30,6 +30,7 @@ from transformers import (
 from transformers.utils import logging as transformers_logging
 
 from objectives import costs, metrics
+from objectives.adapter import continued_adapter
 from objectives.base import LABELS, TrialContext, write_predictions
 from objectives.data.files import load_labels, load_split, load_texts
 from objectives.sequence_classification_lora import data
@@ -104,7 +105,8 @@ def run(config: ClassificationConfig, context: TrialContext, prepared: Path) -> 
     base = load_base_model(path, labels)
     set_seed(config.training.seed)  # after loading, so a reused base starts the same way
     # SEQ_CLS: peft trains the classification head in full (its modules_to_save).
-    model = with_lora(base, "SEQ_CLS", config.lora, reset=fresh_head)
+    model = with_lora(base, "SEQ_CLS", config.lora, reset=fresh_head,
+                      adapter=continued_adapter(config))
     train, augmented = data.training_set(prepared, config.data, tokenizer, config.data.seed)
     attrs = {"augmented_rows": augmented} if augmented else {}
     train_trial(lambda: Trainer(

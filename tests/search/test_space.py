@@ -83,7 +83,8 @@ def test_conditional_parameter_needs_an_earlier_parameter(tmp_path: Path) -> Non
 
 
 def test_a_space_made_before_the_evaluation_section_keeps_its_fingerprint() -> None:
-    """Studies made before evaluation and the data pipeline's keys existed still resume:
+    """Studies made before evaluation, the data pipeline's and the adapter's keys existed
+    still resume:
     while those are at their defaults the fingerprint is the one computed then, over the
     rest."""
     import hashlib
@@ -95,6 +96,8 @@ def test_a_space_made_before_the_evaluation_section_keeps_its_fingerprint() -> N
     for key in ("columns", "validation_path", "test_path", "leakage", "clean", "augment",
                 "chunk"):
         before["data"].pop(key)
+    before["model"].pop("adapter")
+    before["training"].pop("learning_rate_scale")
     content = {"objective": "causal_lm_lora", "defaults": before,
                "search": {k: v.model_dump(mode="json") for k, v in space.head.search.items()}}
     then = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]

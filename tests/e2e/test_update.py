@@ -1,0 +1,129 @@
+"""A second search that continues the first: every trial starts from the first study's best
+adapter (its learning rate scaled), and the first study's trials warm-start the sampler.
+Real Ray, real Optuna storage, real fine-tune steps of the embedded model."""
+
+from __future__ import annotations
+
+import io
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import pytest
+import torch
+from optuna.trial import TrialState
+from safetensors.torch import load_file
+
+import launcher
+from objectives.adapter import adapter_folder
+from objectives.causal_lm_lora.config import CausalLMConfig
+from objectives.causal_lm_lora.recipe import load_base_model
+from objectives.trainer import forget_base_model, with_lora
+from search.heartbeat import finished_count
+from search.history import QUEUED_FROM, WARM_START
+from tests.conftest import REPO, load
+
+FIRST = """study: {n_trials: 3, max_concurrent_trials: 1, seed: 0}
+sampler: {name: random}
+scheduler: {name: none}
+data: {path: DATA, max_length: 64}
+training: {learning_rate: 1.0e-2, per_device_train_batch_size: 8, max_steps: 20, eval_steps: 10,
+           per_device_eval_batch_size: 64}
+lora: {r: 4, lora_alpha: 8, target_modules: all-linear}
+search:
+  training.learning_rate: {type: float, low: 3.0e-3, high: 3.0e-2, log: true}
+"""
+UPDATE = """study: {n_trials: 2, max_concurrent_trials: 1, seed: 1, warm_start: first,
+        warm_start_top_k: 1}
+sampler: {name: tpe, options: {n_startup_trials: 1}}
+scheduler: {name: none}
+model: {adapter: first}
+data: {path: DATA, max_length: 64}
+training: {learning_rate_scale: 0.3, per_device_train_batch_size: 8, max_steps: 20,
+           eval_steps: 10, per_device_eval_batch_size: 64}
+search:
+  training.learning_rate: {type: float, low: 3.0e-3, high: 3.0e-2, log: true}
+"""
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(text.replace("DATA", str(REPO / "data" / "finance_sentiment.jsonl")))
+    return path
+
+
+def main(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = launcher.main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, local_ray):
+    folder = tmp_path_factory.mktemp("update")
+    studies = folder / "studies"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FTSEARCH_STUDIES", str(studies))
+        first = main(["--space", str(write(folder, "first", FIRST)), "--quiet"])
+        assert first[0] == 0, first
+        update = main(["--space", str(write(folder, "update", UPDATE)), "--quiet"])
+    return update, studies, folder
+
+
+def test_the_update_continues_the_best_adapter_at_a_scaled_learning_rate(searched):
+    (code, out, err), studies, _ = searched
+    assert code == 0 and err == ""
+    best = load(studies, "first").best_trial
+    update = load(studies, "update")
+    baseline = update.trials[0]
+    config = baseline.user_attrs["config"]
+    assert config["model"]["adapter"] == str(studies / "first" / "trials" / f"{best.number:04d}")
+    earlier_rate = best.user_attrs["config"]["training"]["learning_rate"]
+    assert config["training"]["learning_rate"] == pytest.approx(0.3 * earlier_rate)
+    assert config["lora"]["r"] == 4 and config["lora"]["lora_alpha"] == 8  # the adapter's
+    assert "warm start from study 'first': 3 of its finished trials" in out
+
+
+def test_the_first_studys_trials_are_in_the_history_and_not_counted(searched):
+    _, studies, _ = searched
+    update = load(studies, "update")
+    added = [t for t in update.trials if WARM_START in t.user_attrs]
+    assert [t.user_attrs[WARM_START] for t in added] == ["first:0", "first:1", "first:2"]
+    own = [t for t in update.trials if WARM_START not in t.user_attrs]
+    assert len(own) == 2 and finished_count(update) == 2
+    assert all(t.state == TrialState.COMPLETE for t in own)
+    queued = [t for t in own if QUEUED_FROM in t.user_attrs]
+    first = load(studies, "first")
+    ranked = sorted((t for t in first.trials if not t.user_attrs.get("baseline")),
+                    key=lambda t: t.value)
+    assert [t.user_attrs[QUEUED_FROM] for t in queued] == [f"first:{ranked[0].number}"]
+
+
+def test_a_continued_trial_starts_from_the_saved_adapter_weights(searched):
+    _, studies, _ = searched
+    best = load(studies, "first").best_trial
+    folder = adapter_folder(studies / "first" / "trials" / f"{best.number:04d}")
+    saved = load_file(folder / "adapter_model.safetensors")
+    config = CausalLMConfig.model_validate(load(studies, "update").trials[0].user_attrs["config"])
+    forget_base_model()
+    model = with_lora(load_base_model(config), "CAUSAL_LM", config.lora, adapter=folder)
+    weights = {name: p for name, p in model.named_parameters() if "lora_" in name}
+    assert len(weights) == len(saved) > 0
+    for name, tensor in saved.items():
+        live = name.replace(".weight", ".default.weight")
+        assert torch.equal(weights[live].detach(), tensor), name
+    assert all(p.requires_grad for p in weights.values())
+    model.unload()
+
+
+def test_a_searched_lora_shape_with_an_adapter_is_refused_in_one_line(searched, monkeypatch,
+                                                                      capsys):
+    _, studies, folder = searched
+    monkeypatch.setenv("FTSEARCH_STUDIES", str(studies))
+    space = write(folder, "reshape", UPDATE.replace("warm_start: first,", "warm_start: [],")
+                  + "  lora.r: {type: categorical, choices: [4, 8]}\n")
+    assert launcher.main(["--space", str(space), "--study", "reshape"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {space}: search.lora.r: value 8: 8 differs from the adapter's 4 "
+        "(model.adapter): a continued adapter keeps its shape; leave lora.r out of the space\n")
+    assert not (studies / "reshape").exists()
