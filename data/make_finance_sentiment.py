@@ -13,6 +13,9 @@ Writes two files next to this script:
   the sequence-classification objective.
 * ``finance_sentiment_imbalanced.csv`` - 540 of them at neutral : positive :
   negative = 6 : 2 : 1 (360, 120, 60), for focal loss and class weights.
+* ``finance_sentiment_old.jsonl`` and ``finance_sentiment_new.jsonl`` - the same 1200
+  split by company: headlines about the last ``NEW_COMPANIES`` companies are the "new"
+  month's data, the rest the "old" one's, for an update that continues an earlier search.
 
 Everything is built from templates with ``random.Random(SEED)``, using only
 the standard library, so running the script twice gives byte-identical files.
@@ -43,6 +46,9 @@ CORPUS_PATH = OUT_DIR / "finance_news.txt"
 CSV_PATH = OUT_DIR / "finance_sentiment.csv"
 IMBALANCED_PATH = OUT_DIR / "finance_sentiment_imbalanced.csv"
 IMBALANCED = {"neutral": 360, "positive": 120, "negative": 60}  # 6 : 2 : 1
+OLD_PATH = OUT_DIR / "finance_sentiment_old.jsonl"
+NEW_PATH = OUT_DIR / "finance_sentiment_new.jsonl"
+NEW_COMPANIES = 10  # the last ones of COMPANIES: in the news only in the "new" month
 
 INSTRUCTION = (
     "Classify the sentiment of this financial news headline as positive, negative or neutral."
@@ -388,9 +394,7 @@ def main(seed: int = SEED) -> None:
     headlines = [row["input"] for row in rows]
     corpus = make_corpus(rng, headlines)
 
-    with JSONL_PATH.open("w", encoding="ascii", newline="\n") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
+    write_jsonl(JSONL_PATH, rows)
     with CORPUS_PATH.open("w", encoding="ascii", newline="\n") as f:
         f.write("\n".join(corpus) + "\n")
 
@@ -402,10 +406,28 @@ def main(seed: int = SEED) -> None:
     imbalanced = [r for r in rows if r in sum(taken.values(), [])]
     write_csv(IMBALANCED_PATH, imbalanced)
 
+    newcomers = {name for name, _ in COMPANIES[-NEW_COMPANIES:]}
+    new = [row for row in rows if company_of(row["input"]) in newcomers]
+    write_jsonl(OLD_PATH, [row for row in rows if row not in new])
+    write_jsonl(NEW_PATH, new)
+
     counts = {label: sum(row["output"] == label for row in rows) for label in LABELS}
     print(f"wrote {len(rows)} examples to {JSONL_PATH.name} and {CSV_PATH.name} {counts}")
     print(f"wrote {len(imbalanced)} examples to {IMBALANCED_PATH.name} {IMBALANCED}")
+    print(f"wrote {len(rows) - len(new)} and {len(new)} examples to {OLD_PATH.name} and "
+          f"{NEW_PATH.name}")
     print(f"wrote {len(corpus)} lines to {CORPUS_PATH.name}")
+
+
+def company_of(headline: str) -> str:
+    """The company a headline names (the longest name it contains)."""
+    return max((name for name, _ in COMPANIES if name in headline), key=len)
+
+
+def write_jsonl(path: Path, rows: list[dict[str, str]]) -> None:
+    with path.open("w", encoding="ascii", newline="\n") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
 
 
 def write_csv(path: Path, rows: list[dict[str, str]]) -> None:

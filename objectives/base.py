@@ -74,13 +74,16 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Metric:
-    """A value an objective's evaluations report. ``per_example`` metrics are computed from
-    the predictions file and can be recomputed by ``Objective.score`` for a paired test."""
+    """A value an objective's trials report. ``per_example`` metrics are computed from the
+    predictions file and can be recomputed by ``Objective.score`` for a paired test."""
 
     name: str
     direction: Literal["minimize", "maximize"]
     description: str = ""
     per_example: bool = False
+    # Reported once, at a trial's end (costs, an update's old-data figures), not at each
+    # evaluation: a further objective of a study, never its first (which evaluations follow).
+    final: bool = False
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,10 @@ from objectives.base import Metric
 
 COST_METRICS = (
     Metric("latency_ms", "minimize", "median ms per test example of a forward pass (batch of "
-           "up to 32, after warm-up)"),
-    Metric("total_params", "minimize", "parameters of the model as served"),
-    Metric("trainable_params", "minimize", "parameters the trial trained"),
-    Metric("size_mb", "minimize", "weights of the model as served, in MB"),
+           "up to 32, after warm-up)", final=True),
+    Metric("total_params", "minimize", "parameters of the model as served", final=True),
+    Metric("trainable_params", "minimize", "parameters the trial trained", final=True),
+    Metric("size_mb", "minimize", "weights of the model as served, in MB", final=True),
 )
 LATENCY_BATCH = 32
 WARMUP, REPEATS = 3, 15

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import warnings
 from typing import Any
@@ -31,6 +32,7 @@ from search.storage import StudyPaths
 
 logger = logging.getLogger(__name__)
 RECOUNT_S = 2  # how often a launcher waiting on other launchers' trials looks again
+TEST_FIGURE = re.compile(rf"(^|_){TEST_PREFIX}")  # test_loss, old_test_accuracy
 
 
 class StudySearcher(OptunaSearch):
@@ -191,10 +193,12 @@ class StudySearcher(OptunaSearch):
         trial.set_user_attr("retried_as", waiting[-1].number)
 
     def _final_metrics(self, result: dict[str, Any]) -> dict[str, float]:
-        """The declared metrics and test-split figures of a trial's last report."""
-        declared = {m.name for m in self.search_space.objective.metrics}
+        """The declared metrics and test-split figures (test_*, old_test_*) of a trial's last
+        report."""
+        space = self.search_space
+        declared = {m.name for m in space.objective.metrics_for(space.defaults)}
         return {key: float(value) for key, value in result.items()
-                if (key in declared or key.startswith(TEST_PREFIX))
+                if (key in declared or TEST_FIGURE.search(key))
                 and key not in (self.primary, *self.others) and finite(value)}
 
     def on_trial_complete(

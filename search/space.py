@@ -365,6 +365,10 @@ def _check_metric(path: Path, head: SpaceHead, objective: Objective,
                              f"{metric.name}, which is better when "
                              f"{'lower' if metric.direction == 'minimize' else 'higher'}; use "
                              f"{metric.direction}")
+        if index == 0 and metric.final:
+            raise InputError(path, where, f"{name} is measured once, at a trial's end: the "
+                             "first metric is the one each evaluation reports (the scheduler "
+                             "and the best checkpoint follow it); put it after one that is")
         directions[index] = metric.direction
     study._metrics, study._directions = list(wanted), list(directions)
     study.metric, study.direction = wanted[0], directions[0]
@@ -468,28 +472,37 @@ def _keys_at(model: type[BaseModel]):
     return keys
 
 
+def _fields(body: dict, fields: dict[str, list[str]]):
+    """(dotted name, the mapping that holds it, its last key, its value) of each field
+    (``section: [key or key.subkey]``) the body writes as a string."""
+    for section, keys in fields.items():
+        for key in keys:
+            *parents, last = key.split(".")
+            holder = body.get(section)
+            for part in parents:
+                holder = holder.get(part) if isinstance(holder, dict) else None
+            if isinstance(holder, dict) and isinstance(holder.get(last), str):
+                yield f"{section}.{key}", holder, last, holder[last]
+
+
 def _resolve_trials(source: Path, body: dict, trial_fields: dict[str, list[str]]) -> dict:
     """Each trial field naming an earlier study (``STUDY`` for its best trial, or
     ``STUDY:TRIAL``) instead of an existing path gets that trial's folder."""
     body = copy.deepcopy(body)
-    for section, keys in trial_fields.items():
-        values = body.get(section)
-        for key in keys:
-            value = values.get(key) if isinstance(values, dict) else None
-            if not isinstance(value, str) or (source.parent / value).exists() \
-                    or Path(value).exists():
-                continue
-            name, _, number = value.partition(":")
-            try:
-                if number and not number.isdigit():
-                    raise InputError(value, "", f"trial {number!r} is not a trial number")
-                resolved = resolve_study(name)
-                trial = resolved.trial(int(number) if number else None)
-            except InputError as error:
-                raise InputError(source, f"{section}.{key}", f"{value!r} is neither a folder "
-                                 f"nor a finished trial of a study ({error}); run that "
-                                 "study's search first") from None
-            values[key] = str(resolved.paths.folder_of(trial))
+    for field, holder, key, value in _fields(body, trial_fields):
+        if (source.parent / value).exists() or Path(value).exists():
+            continue
+        name, _, number = value.partition(":")
+        try:
+            if number and not number.isdigit():
+                raise InputError(value, "", f"trial {number!r} is not a trial number")
+            resolved = resolve_study(name)
+            trial = resolved.trial(int(number) if number else None)
+        except InputError as error:
+            raise InputError(source, field, f"{value!r} is neither a folder nor a finished "
+                             f"trial of a study ({error}); run that study's search first") \
+                from None
+        holder[key] = str(resolved.paths.folder_of(trial))
     return body
 
 
@@ -497,9 +510,7 @@ def _resolve_paths(body: dict, path_fields: dict[str, list[str]], base: Path) ->
     """A relative path found beside the space file means that file, wherever the launcher is
     run from; otherwise it stays as written (relative to the working folder, or a hub id)."""
     body = copy.deepcopy(body)
-    for section, keys in path_fields.items():
-        for key in keys:
-            value = body.get(section, {}).get(key) if isinstance(body.get(section), dict) else None
-            if isinstance(value, str) and (base / value).exists():
-                body[section][key] = str((base / value).resolve())
+    for _, holder, key, value in _fields(body, path_fields):
+        if (base / value).exists():
+            holder[key] = str((base / value).resolve())
     return body

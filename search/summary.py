@@ -51,8 +51,8 @@ def figure(value: float) -> str:
 
 def final_figures(space: SearchSpace) -> list[str]:
     """The objective's metrics reported once, at a trial's end (costs: parameters, size,
-    latency), as opposed to those of each evaluation (eval_*)."""
-    return [m.name for m in space.objective.metrics if not m.name.startswith("eval_")]
+    latency; an update's old-data figures), as opposed to those of each evaluation."""
+    return [m.name for m in space.objective.metrics_for(space.defaults) if m.final]
 
 
 FRONT = "front.json"  # in best/ of a multi-objective study: its Pareto front

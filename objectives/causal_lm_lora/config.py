@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
+from objectives.data.replay import ReplaySection
 from objectives.data.section import ChunkSection, DataFiles
 from objectives.sections import (
     EarlyStoppingSection,
@@ -45,11 +46,16 @@ class DataSection(DataFiles):
     chunk: ChunkSection | None = Field(
         None, description="Long documents (.txt / .md files, or a text column) cut into "
         "token windows for continued pretraining, instead of instruction records.")
+    replay: ReplaySection | None = Field(
+        None, description="An update: earlier training data mixed into training, and its "
+        "validation and test splits evaluated at each trial's end (old_eval_*, old_test_*).")
 
     @model_validator(mode="after")
     def _no_augmenting_documents(self) -> DataSection:
         if self.chunk is not None and self.augment.p > 0:
             raise ValueError("augment is for instruction records, not data.chunk documents")
+        if self.chunk is not None and self.replay is not None:
+            raise ValueError("replay is for instruction records, not data.chunk documents")
         return self
 
 
@@ -77,8 +83,10 @@ class CausalLMConfig(Section):
     early_stopping: EarlyStoppingSection = Field(default_factory=EarlyStoppingSection)
 
     path_fields: ClassVar[dict[str, list[str]]] = {
-        "data": ["path", "validation_path", "test_path"], "model": ["name_or_path", "adapter"]}
-    trial_fields: ClassVar[dict[str, list[str]]] = {"model": ["adapter"]}
+        "data": ["path", "validation_path", "test_path", "replay.path"],
+        "model": ["name_or_path", "adapter"]}
+    trial_fields: ClassVar[dict[str, list[str]]] = {"model": ["adapter"],
+                                                    "data": ["replay.path"]}
 
 
 def model_path(config: CausalLMConfig) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 from objectives.base import DataError
 from objectives.causal_lm_lora.config import DataSection
+from objectives.data import replay
 from objectives.data.augment import training_set as augmented_training_set
 from objectives.data.chunking import chunked_splits, document_files
 from objectives.data.files import (
@@ -117,18 +118,25 @@ def prepare(section: DataSection, max_length: int, tokenizer, tokenizer_dir: Pat
                                                            "test_path", "augment"}),
                 "max_length": max_length, "labels": labels, "reference": reference_model,
                 "layout": 3}
-    files = document_files(Path(section.path)) if section.chunk else section_files(section)
+    old = replay.old_section(section, section.replay) if section.replay else None
+    files = document_files(Path(section.path)) if section.chunk else \
+        [*section_files(section), *(section_files(old) if old else [])]
     out, report = prepared_folder(root, files, tokenizer_dir, settings)
     if report is not None:
         return out, report
     if section.chunk:
         return out, _prepare_documents(section, tokenizer, out)
     built = build_splits(section, tokenizer, reference_model)
-    texts = {name: [{"prompt": e.turns[-1][1], "reference": e.answer}
-                    for e in built.splits[name]] for name in HELD_OUT}
-    splits = {name: tokenized(examples, tokenizer, max_length)
-              for name, examples in built.splits.items()}
-    return out, write_prepared(out, labels or built.labels, built.report, built.splits["train"],
+    examples, report = built.splits, built.report
+    if old is not None:
+        examples, done = replay.mix(built, build_splits(old, tokenizer, reference_model),
+                                    section.replay.fraction, section.seed)
+        report = {**report, "replay": done,
+                  "summary": f"{report['summary']}; {replay.summary(done)}"}
+    texts = {name: [{"prompt": e.turns[-1][1], "reference": e.answer} for e in rows]
+             for name, rows in examples.items() if name != "train"}
+    splits = {name: tokenized(rows, tokenizer, max_length) for name, rows in examples.items()}
+    return out, write_prepared(out, labels or built.labels, report, examples["train"],
                                texts, splits)
 
 

@@ -14,9 +14,9 @@ ANSWER_METRICS = ("accuracy", "macro_f1", "bleu", "rougeL")
 
 
 def answer_metric(key: str) -> str | None:
-    """The answer metric a reported key names (eval_accuracy, test_bleu: accuracy, bleu), or
-    None for any other key."""
-    for prefix in ("eval_", "test_"):
+    """The answer metric a reported key names (eval_accuracy, test_bleu, old_eval_accuracy:
+    accuracy, bleu, accuracy), or None for any other key."""
+    for prefix in ("eval_", "test_", "old_eval_", "old_test_"):
         if key.startswith(prefix) and key[len(prefix):] in ANSWER_METRICS:
             return key[len(prefix):]
     return None

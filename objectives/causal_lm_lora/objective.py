@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ class CausalLMLoRA(AdapterObjective):
     config_model = CausalLMConfig
     path_fields = CausalLMConfig.path_fields
     trial_fields = CausalLMConfig.trial_fields
-    added_sections = ("evaluation", *ADDED_DATA_KEYS, "data.chunk", *ADDED_ADAPTER_KEYS)
+    added_sections = ("evaluation", *ADDED_DATA_KEYS, "data.chunk", "data.replay",
+                      *ADDED_ADAPTER_KEYS)
     metrics = (
         Metric("eval_loss", "minimize", "validation loss on the answer tokens"),
         Metric("eval_accuracy", "maximize", "greedy answers equal to the reference (after "
@@ -35,8 +37,17 @@ class CausalLMLoRA(AdapterObjective):
     )
 
     def metrics_for(self, config: CausalLMConfig) -> tuple[Metric, ...]:
-        """Documents (data.chunk) have no answers to score: the loss and the costs."""
-        return (self.metrics[0], *COST_METRICS) if config.data.chunk else self.metrics
+        """Documents (data.chunk) have no answers to score: the loss and the costs. An update
+        (data.replay) also reports each evaluation metric on the earlier validation split, at
+        the trial's end (old_eval_*)."""
+        if config.data.chunk:
+            return (self.metrics[0], *COST_METRICS)
+        if config.data.replay:
+            return (*self.metrics, *(replace(m, name=f"old_{m.name}", final=True,
+                                             description=f"{m.description}, on the earlier "
+                                             "validation split (data.replay)")
+                                     for m in self.metrics if m.name.startswith("eval_")))
+        return self.metrics
 
     def check(self, config: CausalLMConfig) -> None:
         from objectives.data import augment

@@ -59,10 +59,15 @@ def load_base_model(config: CausalLMConfig) -> PreTrainedModel:
         path, config=architecture, device_map=device_map(torch.cuda.device_count())))
 
 
+# The evaluation prefix of each held-out split (old_*: an update's earlier data, data.replay).
+SPLITS = {"eval": "validation", "test": "test", "old_eval": "old_validation",
+          "old_test": "old_test"}
+
+
 class GenerativeTrainer(Trainer):
     """A Trainer whose evaluations also answer the split's prompts greedily and add the task
     metrics (``eval_accuracy``, ...) to the loss, before callbacks and model selection see
-    them. Evaluations with the prefix eval answer the validation split, test the test one."""
+    them. Each evaluation prefix answers its split (SPLITS: eval the validation split, ...)."""
 
     def __init__(self, *args, prepared: Path, evaluation: EvaluationSection,
                  answer_during_training: bool, tokenizer, **kwargs) -> None:
@@ -89,7 +94,7 @@ class GenerativeTrainer(Trainer):
                         ignore_keys=None, metric_key_prefix="eval"):
         output = super().evaluation_loop(dataloader, description, prediction_loss_only,
                                          ignore_keys, metric_key_prefix)
-        split = {"eval": "validation", "test": "test"}.get(metric_key_prefix)
+        split = SPLITS.get(metric_key_prefix)
         if split is None or not (self.final or self.answer_during_training):
             return output
         limit = None if self.final else self.evaluation.max_eval_examples
@@ -158,11 +163,17 @@ def _finish(trainer: GenerativeTrainer, prepared: Path, tokenizer, context: Tria
         test = trainer.evaluate(load_split(prepared, "test"), metric_key_prefix="test")
     if "test" in trainer.rows:
         write_predictions(context.trial_dir, "test", trainer.rows["test"])
+    old = {}
+    if (prepared / SPLITS["old_eval"]).is_dir():  # an update: the earlier held-out data too
+        for prefix in ("old_eval", "old_test"):
+            old.update(trainer.evaluate(load_split(prepared, SPLITS[prefix]),
+                                        metric_key_prefix=prefix))
+            write_predictions(context.trial_dir, SPLITS[prefix], trainer.rows[prefix])
     shutil.copy2(prepared / LABELS, context.trial_dir / LABELS)
     trainer.model.save_pretrained(context.trial_dir / "adapter")
     tokenizer.save_pretrained(context.trial_dir / "adapter")
-    final = {k: v for k, v in {**validation, **test}.items()
-             if k in ("eval_loss", "test_loss") or generation.answer_metric(k)}
+    final = {k: v for k, v in {**validation, **test, **old}.items()
+             if k.endswith(("eval_loss", "test_loss")) or generation.answer_metric(k)}
     final.update(costs.measure(trainer.model, costs.test_batch(
         load_split(prepared, "test"), trainer.data_collator)))
     final.pop(context.metric, None)

@@ -72,8 +72,9 @@ def prepared_folder(root: Path, files: Iterable[Path], tokenizer_dir: Path,
 def write_prepared(out: Path, labels: list[str] | None, report: dict[str, Any],
                    train_examples: list[Example], texts: dict[str, list[dict[str, str]]],
                    splits: dict[str, Any]) -> dict[str, Any]:
-    """Write a prepared folder (see the module docstring): ``texts`` of the held-out splits,
-    ``splits`` the Arrow datasets by split name. Returns ``report``."""
+    """Write a prepared folder (see the module docstring): ``texts`` of the held-out splits
+    (validation, test, and any other, e.g. an update's old_validation), ``splits`` the Arrow
+    datasets by split name. Returns ``report``."""
     import datasets
 
     datasets.disable_progress_bars()
@@ -81,9 +82,9 @@ def write_prepared(out: Path, labels: list[str] | None, report: dict[str, Any],
     write_json(out / LABELS, labels)
     write_json(out / DATA_REPORT, report)
     write_examples(out / TRAIN_EXAMPLES, train_examples)
-    for name in HELD_OUT:
-        write_json(out / f"{name}.texts.json", texts[name])
-    for name in (*HELD_OUT, "train"):  # train last: its folder marks a complete one
+    for name, rows in texts.items():
+        write_json(out / f"{name}.texts.json", rows)
+    for name in (*texts, "train"):  # train last: its folder marks a complete one
         save_dataset(splits[name], out / name)
     return report
 

@@ -29,8 +29,9 @@ class Distillation(AdapterObjective):
                "divided by the teacher's, on the validation split"),
         *COST_METRICS,
         Metric("speedup", "maximize", "the teacher's latency divided by the student's, both "
-               "measured in the trial's process"),
-        Metric("size_ratio", "minimize", "the student's parameters divided by the teacher's"),
+               "measured in the trial's process", final=True),
+        Metric("size_ratio", "minimize", "the student's parameters divided by the teacher's",
+               final=True),
     )
 
     def check(self, config: DistillationConfig) -> None:

@@ -5,6 +5,7 @@ Real Ray, real Optuna storage, real fine-tune steps of the embedded model."""
 from __future__ import annotations
 
 import io
+import json
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from tests.conftest import REPO, load
 FIRST = """study: {n_trials: 3, max_concurrent_trials: 1, seed: 0}
 sampler: {name: random}
 scheduler: {name: none}
-data: {path: DATA, max_length: 64}
+data: {path: OLD, max_length: 64}
 training: {learning_rate: 1.0e-2, per_device_train_batch_size: 8, max_steps: 20, eval_steps: 10,
            per_device_eval_batch_size: 64}
 lora: {r: 4, lora_alpha: 8, target_modules: all-linear}
@@ -37,7 +38,7 @@ UPDATE = """study: {n_trials: 2, max_concurrent_trials: 1, seed: 1, warm_start: 
 sampler: {name: tpe, options: {n_startup_trials: 1}}
 scheduler: {name: none}
 model: {adapter: first}
-data: {path: DATA, max_length: 64}
+data: {path: NEW, max_length: 64, replay: {path: first, fraction: 0.5}}
 training: {learning_rate_scale: 0.3, per_device_train_batch_size: 8, max_steps: 20,
            eval_steps: 10, per_device_eval_batch_size: 64}
 search:
@@ -47,7 +48,9 @@ search:
 
 def write(folder: Path, name: str, text: str) -> Path:
     path = folder / f"{name}.yaml"
-    path.write_text(text.replace("DATA", str(REPO / "data" / "finance_sentiment.jsonl")))
+    data = REPO / "data"
+    path.write_text(text.replace("OLD", str(data / "finance_sentiment_old.jsonl"))
+                    .replace("NEW", str(data / "finance_sentiment_new.jsonl")))
     return path
 
 
@@ -97,6 +100,33 @@ def test_the_first_studys_trials_are_in_the_history_and_not_counted(searched):
     ranked = sorted((t for t in first.trials if not t.user_attrs.get("baseline")),
                     key=lambda t: t.value)
     assert [t.user_attrs[QUEUED_FROM] for t in queued] == [f"first:{ranked[0].number}"]
+
+
+def test_every_update_trial_reports_the_old_task_too(searched):
+    (_, out, _), studies, _ = searched
+    first = load(studies, "first")
+    best = first.best_trial
+    # The old data's validation and test splits are the first study's own.
+    first_test = (studies / "first" / "trials" / f"{best.number:04d}" /
+                  "predictions_test.jsonl").read_text().splitlines()
+    for trial in load(studies, "update").trials:
+        if WARM_START in trial.user_attrs:
+            continue
+        attrs = trial.user_attrs
+        for key in ("old_eval_loss", "old_eval_accuracy", "old_test_loss", "old_test_accuracy",
+                    "test_accuracy"):
+            assert 0 <= attrs[key] < 100, key
+        folder = studies / "update" / "trials" / f"{trial.number:04d}"
+        old_test = (folder / "predictions_old_test.jsonl").read_text().splitlines()
+        assert [json.loads(row)["reference"] for row in old_test] == \
+            [json.loads(row)["reference"] for row in first_test]
+        assert [json.loads(row)["prompt"] for row in old_test] == \
+            [json.loads(row)["prompt"] for row in first_test]
+    report = json.loads((studies / "update" / "data_report.json").read_text())
+    done = report["replay"]
+    # Half of the mixed training split is old (as many old examples as new ones).
+    assert done["old_examples"] == done["new_examples"] > 0
+    assert "replay: " in report["summary"] and report["summary"] in out
 
 
 def test_a_continued_trial_starts_from_the_saved_adapter_weights(searched):
