@@ -94,7 +94,7 @@ def test_a_space_made_before_the_evaluation_section_keeps_its_fingerprint() -> N
     before = space.defaults.model_dump(mode="json")
     before.pop("evaluation")
     for key in ("columns", "validation_path", "test_path", "leakage", "clean", "augment",
-                "chunk"):
+                "chunk", "replay"):
         before["data"].pop(key)
     before["model"].pop("adapter")
     before["training"].pop("learning_rate_scale")
