@@ -21,6 +21,7 @@ from objectives.causal_lm_lora.recipe import load_base_model
 from objectives.trainer import forget_base_model, with_lora
 from search.heartbeat import finished_count
 from search.history import QUEUED_FROM, WARM_START
+from search.space import load_space
 from tests.conftest import REPO, load
 
 FIRST = """study: {n_trials: 3, max_concurrent_trials: 1, seed: 0}
@@ -157,3 +158,21 @@ def test_a_searched_lora_shape_with_an_adapter_is_refused_in_one_line(searched, 
         f"error: {space}: search.lora.r: value 8: 8 differs from the adapter's 4 "
         "(model.adapter): a continued adapter keeps its shape; leave lora.r out of the space\n")
     assert not (studies / "reshape").exists()
+
+
+def test_the_shipped_update_space_validates_once_its_first_month_exists(searched, monkeypatch):
+    _, studies, folder = searched
+    monkeypatch.setenv("FTSEARCH_STUDIES", str(studies))
+    text = (REPO / "spaces" / "monthly_update.yaml").read_text()
+    assert "adapter: monthly_first" in text and "path: monthly_first" in text
+    copy = folder / "monthly_update.yaml"
+    copy.write_text(text.replace("monthly_first", "first")
+                    .replace("../data/", f"{REPO / 'data'}/"))
+    space = load_space(str(copy))
+    best = load(studies, "first").best_trial
+    trial_dir = str(studies / "first" / "trials" / f"{best.number:04d}")
+    assert space.defaults.model.adapter == space.defaults.data.replay.path == trial_dir
+    assert space.defaults.lora.r == 4  # the adapter's, not the section's default 8
+    rate = best.user_attrs["config"]["training"]["learning_rate"]
+    assert space.defaults.training.learning_rate == pytest.approx(0.3 * rate)
+    assert space.head.study.warm_start == ["first"]

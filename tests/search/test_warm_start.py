@@ -25,6 +25,7 @@ from tests.fakes import register_fake
 
 FAKE = DATA / "spaces" / "fake.yaml"
 RATE = FloatDistribution(0.001, 0.1, log=True)
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
 
 @pytest.fixture(autouse=True)
