@@ -68,7 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--a", "--trial", dest="a", type=int,
                          help="trial A (default: the best; one of the Pareto front in a "
                          "multi-objective study)")
-    compare.add_argument("--b", type=int, help="trial B (default: the untuned default)")
+    compare.add_argument("--b", help="trial B (default: the untuned default), or STUDY[:TRIAL] "
+                         "of another study (its best trial without :TRIAL)")
+    compare.add_argument("--split", default="test", choices=["test", "old_test"],
+                         help="test (default), or old_test: an update's earlier test split, "
+                         "which a trial of the study it replayed answered as its test split")
     compare.add_argument("--metric", help="e.g. accuracy (default: the study's metric)")
     compare.add_argument("--sheet", type=Path, help="write a blind A/B sheet for people to rate "
                          "(and its key beside it, FILE.key.csv)")
@@ -226,16 +230,17 @@ def compare_command(args: argparse.Namespace) -> int:
     from search.storage import resolve_study
 
     resolved = resolve_study(args.target, args.study)
+    b = int(args.b) if args.b is not None and args.b.isdigit() else args.b
     if args.ratings:
         print(read_ratings(args.ratings, key_path(args.ratings)).line())
         return 0
     if args.sheet:
-        rows_a, rows_b, labels = sheet_rows(resolved, args.a, args.b)
+        rows_a, rows_b, labels = sheet_rows(resolved, args.a, b)
         count = write_sheet(rows_a, rows_b, args.sheet, key_path(args.sheet), labels)
         print(f"sheet of {count} test examples to rate: {args.sheet} (key: "
               f"{key_path(args.sheet)}; keep it from the raters)")
         return 0
-    print(line(compare(resolved, args.a, args.b, args.metric)))
+    print(line(compare(resolved, args.a, b, args.metric, split=args.split)))
     print(f"written to {resolved.paths.root / 'comparison.json'}")
     return 0
 

@@ -17,7 +17,7 @@ from typing import Any
 from objectives.base import DataError, Objective, ReportSection, read_predictions
 from search.errors import InputError, from_data
 from search.significance import bootstrap_difference, mcnemar_exact, paired_permutation_p
-from search.storage import ResolvedStudy
+from search.storage import ResolvedStudy, resolve_study
 from search.summary import baseline_trial, best_trial
 
 COMPARISON = "comparison.json"
@@ -52,17 +52,22 @@ def companion(objective: Objective, compared: str) -> str | None:
     return other if metric is not None and metric.per_example else None
 
 
-def compare(resolved: ResolvedStudy, a: int | None = None, b: int | None = None,
-            metric: str | None = None, seed: int = 0, save: bool = True) -> dict[str, Any]:
-    """Compare trial ``a`` (default: the best) with ``b`` (default: the untuned default) and
-    (with ``save``) write comparison.json; returns its content."""
+def compare(resolved: ResolvedStudy, a: int | None = None, b: int | str | None = None,
+            metric: str | None = None, seed: int = 0, save: bool = True,
+            split: str = SPLIT) -> dict[str, Any]:
+    """Compare trial ``a`` (default: the best) with ``b`` (default: the untuned default; or
+    ``STUDY[:TRIAL]``, a trial of another study) on ``split`` and (with ``save``) write
+    comparison.json; returns its content."""
     study = resolved.study
     objective = resolved.objective()
     name = pick_metric(objective, str(study.user_attrs.get("metric", "")), metric)
-    trial_a, trial_b, rows_a, rows_b, labels = _pair(resolved, a, b)
+    trial_a, trial_b, rows_a, rows_b, labels = _pair(resolved, a, b, split)
     labelled = {trial.number: label for trial, label in
                 ((best_trial(study), "best trial {}"), (baseline_trial(study), "untuned default"))
                 if trial is not None}
+    b_label = labelled.get(trial_b.number, "trial {}").format(trial_b.number)
+    if isinstance(b, str):
+        b_label = f"study '{b.partition(':')[0]}' trial {trial_b.number}"
 
     def score(rows: list[dict[str, str]]) -> float:
         return objective.score(name, rows, labels)
@@ -78,9 +83,9 @@ def compare(resolved: ResolvedStudy, a: int | None = None, b: int | None = None,
         test = "paired permutation"
     a_value, b_value = score(rows_a), score(rows_b)
     result = {
-        "metric": f"{SPLIT}_{name}", "a": trial_a.number, "b": trial_b.number,
+        "metric": f"{split}_{name}", "split": split, "a": trial_a.number, "b": trial_b.number,
         "a_label": labelled.get(trial_a.number, "trial {}").format(trial_a.number),
-        "b_label": labelled.get(trial_b.number, "trial {}").format(trial_b.number),
+        "b_label": b_label,
         "a_value": a_value, "b_value": b_value, "difference": a_value - b_value,
         "ci_low": low, "ci_high": high, "confidence": 0.95, "p_value": p_value,
         "n": len(rows_a), "test": test,
@@ -97,22 +102,32 @@ def compare(resolved: ResolvedStudy, a: int | None = None, b: int | None = None,
     return result
 
 
-def _pair(resolved: ResolvedStudy, a: int | None, b: int | None):
-    """Trials A and B (defaults: the best, the untuned default), their test predictions in
-    the same example order, and the label set."""
+def _pair(resolved: ResolvedStudy, a: int | None, b: int | str | None, split: str = SPLIT):
+    """Trials A and B (defaults: the best, the untuned default; B may be ``STUDY[:TRIAL]`` of
+    another study), their predictions on ``split`` in the same example order, and the label
+    set. A trial of another study answers ``split`` as its own test split when it has no such
+    split: an update's old_test is the test split of the study it replayed."""
     study = resolved.study
     trial_a = resolved.trial(a)
-    if b is None:
+    other = resolved
+    if isinstance(b, str):
+        name, _, number = b.partition(":")
+        other = resolve_study(name)
+        b = int(number) if number.isdigit() else None
+    elif b is None:
         baseline = baseline_trial(study)
         if baseline is None:
             raise InputError(study.study_name, "", "no untuned default trial; name one with --b")
         b = baseline.number
-    trial_b = resolved.trial(b)
-    rows_a, labels = _rows(resolved, trial_a)
-    rows_b, _ = _rows(resolved, trial_b)
-    if [r["reference"] for r in rows_a] != [r["reference"] for r in rows_b]:
+    trial_b = other.trial(b)
+    rows_a, labels = _rows(resolved, trial_a, split)
+    own_split = split if other is resolved or split == SPLIT else SPLIT
+    rows_b, _ = _rows(other, trial_b, own_split)
+    if [(r["prompt"], r["reference"]) for r in rows_a] != \
+            [(r["prompt"], r["reference"]) for r in rows_b]:
         raise InputError(study.study_name, "", f"trials {trial_a.number} and {trial_b.number} "
-                         "answered different test examples; compare trials of one data split")
+                         f"answered different {split} examples; compare trials of one data "
+                         "split")
     return trial_a, trial_b, rows_a, rows_b, labels
 
 
@@ -122,9 +137,10 @@ def sheet_rows(resolved: ResolvedStudy, a: int | None, b: int | None):
     return rows_a, rows_b, labels
 
 
-def _rows(resolved: ResolvedStudy, trial) -> tuple[list[dict[str, str]], list[str] | None]:
+def _rows(resolved: ResolvedStudy, trial, split: str = SPLIT
+          ) -> tuple[list[dict[str, str]], list[str] | None]:
     try:
-        return read_predictions(resolved.paths.folder_of(trial), SPLIT)
+        return read_predictions(resolved.paths.folder_of(trial), split)
     except DataError as error:
         raise from_data(error, resolved.study.study_name) from None
 
@@ -136,7 +152,8 @@ def _p(p_value: float) -> str:
 def line(result: dict[str, Any]) -> str:
     """e.g. best trial 6 vs untuned default: test accuracy 0.87 vs 0.41, +0.46 (95% CI +0.38
     to +0.54), McNemar exact p<0.001, n=120"""
-    metric = result["metric"].replace("_", " ", 1)
+    split = result.get("split", SPLIT)
+    metric = f"{split} {result['metric'].removeprefix(f'{split}_')}"
     return (f"{result['a_label']} vs {result['b_label']}: {metric} {result['a_value']:.4g} vs "
             f"{result['b_value']:.4g}, {result['difference']:+.4g} (95% CI "
             f"{result['ci_low']:+.4g} to {result['ci_high']:+.4g}), {result['test']} "

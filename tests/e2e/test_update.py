@@ -176,3 +176,16 @@ def test_the_shipped_update_space_validates_once_its_first_month_exists(searched
     rate = best.user_attrs["config"]["training"]["learning_rate"]
     assert space.defaults.training.learning_rate == pytest.approx(0.3 * rate)
     assert space.head.study.warm_start == ["first"]
+
+
+def test_the_two_winners_compare_on_the_old_test_split(searched, monkeypatch, capsys):
+    _, studies, _ = searched
+    monkeypatch.setenv("FTSEARCH_STUDIES", str(studies))
+    first = load(studies, "first").best_trial.number
+    assert launcher.main(["compare", "update", "--b", "first", "--split", "old_test"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"best trial {load(studies, 'update').best_trial.number} vs study "
+                          f"'first' trial {first}: old_test accuracy ")
+    # The new test split is not the first study's: refused, naming the split.
+    assert launcher.main(["compare", "update", "--b", f"first:{first}"]) == 2
+    assert "answered different test examples" in capsys.readouterr().err
