@@ -6,15 +6,16 @@ trade quality against size and speed (``study.metric: [eval_macro_f1, latency_ms
 - ``size_mb``: the served weights in MB, as a safetensors file holds them (each parameter at
   its dtype's width);
 - ``latency_ms``: median milliseconds per example of a forward pass over a fixed batch of the
-  test split, after warm-up, in the trial's own process and threads.
+  test split, after warm-up, in the trial's own process and threads, of the model as the trial
+  holds it (a LoRA adapter unmerged: merging it in and out again would leave rounding in the
+  base weights a worker keeps for its next trial; merged, it runs as fast as its base).
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 
@@ -29,20 +30,6 @@ COST_METRICS = (
 )
 LATENCY_BATCH = 32
 WARMUP, REPEATS = 3, 15
-
-
-@contextmanager
-def merged(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """The model as served: a peft model's adapter merged in for the duration, then taken
-    out again (the trial goes on with its adapter); any other model as it is."""
-    if not hasattr(model, "merge_adapter"):
-        yield model
-        return
-    model.merge_adapter()
-    try:
-        yield model.get_base_model()
-    finally:
-        model.unmerge_adapter()
 
 
 def served_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -65,18 +52,18 @@ def measure(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str,
     """The cost metrics of ``model`` (a peft model or a plain one), its latency timed on
     ``batch`` (tensors of the test split's first examples)."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    parameters = served_parameters(model)
     was_training = model.training
     model.eval()
     try:
-        with merged(model) as served, torch.inference_mode():
-            parameters = served_parameters(served)
+        with torch.inference_mode():
             device = parameters[0].device
             inputs = {key: value.to(device) for key, value in batch.items()}
             count = len(next(iter(inputs.values())))
             times = []
             for repeat in range(WARMUP + REPEATS):
                 start = time.perf_counter()
-                served(**inputs)
+                model(**inputs)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 if repeat >= WARMUP:

@@ -207,7 +207,8 @@ def test_continued_pretraining_on_documents_learns_every_token(tmp_path: Path) -
     corpus = Path(__file__).resolve().parents[3] / "data" / "finance_news.txt"
     config = tiny_config(max_steps=20)
     config.data.path, config.data.chunk = str(corpus), ChunkSection(tokens=64, overlap=8)
-    assert [m.name for m in CausalLMLoRA().metrics_for(config)] == ["eval_loss"]
+    assert [m.name for m in CausalLMLoRA().metrics_for(config)] == [
+        "eval_loss", "latency_ms", "total_params", "trainable_params", "size_mb"]
     results = run(config, tmp_path / "t", tmp_path / "prepared")
     evals, final = results[:-1], results[-1]
     assert final["outcome"] == "complete" and evals[-1]["eval_loss"] < evals[0]["eval_loss"]
