@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,7 @@ LAST_EVALUATION = "last_evaluation"
 # confusion matrix), stored as the trial's attributes under their own names.
 ATTRS = "attrs"
 TEST_PREFIX = "test_"  # a final figure on the test split: test_loss, test_accuracy, ...
+TEST_FIGURE = re.compile(rf"(^|_){TEST_PREFIX}")  # test_loss, an update's old_test_accuracy
 DATA_REPORT = "data_report.json"  # per study: what was done to the data (see prepare)
 PREDICTIONS = "predictions_{split}.jsonl"  # per trial folder: prompt, reference, prediction
 LABELS = "labels.json"  # per trial folder: the closed answer set, where there is one

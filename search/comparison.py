@@ -63,7 +63,7 @@ def compare(resolved: ResolvedStudy, a: int | None = None, b: int | str | None =
     name = pick_metric(objective, str(study.user_attrs.get("metric", "")), metric)
     trial_a, trial_b, rows_a, rows_b, labels = _pair(resolved, a, b, split)
     labelled = {trial.number: label for trial, label in
-                ((best_trial(study), "best trial {}"), (baseline_trial(study), "untuned default"))
+                ((baseline_trial(study), "untuned default"), (best_trial(study), "best trial {}"))
                 if trial is not None}
     b_label = labelled.get(trial_b.number, "trial {}").format(trial_b.number)
     if isinstance(b, str):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 import warnings
 from typing import Any
@@ -22,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from objectives.base import ATTRS, OUTCOME, STEP, TEST_PREFIX, finite
+from objectives.base import ATTRS, OUTCOME, STEP, TEST_FIGURE, finite
 from search.distributions import DefineByRun, grid_points
 from search.heartbeat import INTERRUPTED, Heartbeat, NoHeartbeat, fail_interrupted, is_counted
 from search.outcome import outcome
@@ -32,7 +31,6 @@ from search.storage import StudyPaths
 
 logger = logging.getLogger(__name__)
 RECOUNT_S = 2  # how often a launcher waiting on other launchers' trials looks again
-TEST_FIGURE = re.compile(rf"(^|_){TEST_PREFIX}")  # test_loss, old_test_accuracy
 
 
 class StudySearcher(OptunaSearch):

@@ -12,7 +12,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from objectives.base import TEST_PREFIX
+from objectives.base import TEST_FIGURE
 from search import data_report
 from search.history import is_added, ranked
 from search.space import SearchSpace
@@ -37,11 +37,11 @@ def trial_score(trial: FrozenTrial, minimize: bool) -> float | None:
 
 
 def test_figures(trial: FrozenTrial, also: Sequence[str] = ()) -> str:
-    """The test-split metrics a trial recorded, and those named in ``also``, as
-    'test_accuracy 0.8750, ...'."""
+    """The test-split metrics a trial recorded (test_*, an update's old_test_*), and those
+    named in ``also``, as 'test_accuracy 0.8750, ...'."""
     return ", ".join(f"{key} {figure(value)}" for key, value in sorted(trial.user_attrs.items())
-                     if (key.startswith(TEST_PREFIX) or key in also)
-                     and isinstance(value, (int, float)))
+                     if (TEST_FIGURE.search(key) or key in also)
+                     and isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
 def figure(value: float) -> str:
