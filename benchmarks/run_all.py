@@ -13,7 +13,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ["overhead", "sampler_cost", "training_loop", "generation_cost", "concurrency",
-              "search_efficiency", "data_pipeline"]
+              "search_efficiency", "data_pipeline", "warm_start"]
 
 
 def main() -> int:

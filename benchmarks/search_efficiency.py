@@ -77,11 +77,12 @@ def evaluations(trial: FrozenTrial, where: dict[str, float]) -> list[tuple[float
 
 
 def summarise(study_name: str, began: float, took: float) -> dict[str, Any]:
+    from search.history import own
     from search.storage import StudyPaths, default_url
 
     study = optuna.load_study(study_name=study_name,
                               storage=default_url(StudyPaths.for_study(study_name)))
-    trials = study.get_trials(deepcopy=False)
+    trials = own(study.get_trials(deepcopy=False))  # not those of a warm start
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     spans = {t.number: span(t) for t in trials}
     return {

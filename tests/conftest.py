@@ -53,3 +53,16 @@ def load(studies_dir: Path, name: str) -> optuna.Study:
     """A study as the launcher stores it by default."""
     url = f"sqlite:///{studies_dir / name / 'optuna.db'}"
     return optuna.load_study(study_name=name, storage=url)
+
+
+def quiet_main(argv: list[str]) -> tuple[int, str, str]:
+    """The launcher's exit code, stdout and stderr for ``argv``, run in this process."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    import launcher
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = launcher.main(argv)
+    return code, out.getvalue(), err.getvalue()

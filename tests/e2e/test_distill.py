@@ -3,9 +3,7 @@ two-objective search of students built from it, quality against latency."""
 
 from __future__ import annotations
 
-import io
 import json
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -18,17 +16,10 @@ from objectives.distillation.config import StudentSection
 from objectives.distillation.student import build, teacher_name
 from search.report import render
 from search.space import load_space
-from tests.conftest import DATA, REPO, load
+from tests.conftest import DATA, REPO, load, quiet_main
 
 TEACHER_SPACE = DATA / "spaces" / "classify_tiny.yaml"
 SPACE = DATA / "spaces" / "distill_tiny.yaml"
-
-
-def quiet_main(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = launcher.main(argv)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

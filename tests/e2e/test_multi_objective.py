@@ -3,9 +3,7 @@ storage, real fine-tune steps of the embedded model, ASHA stopping on the first 
 
 from __future__ import annotations
 
-import io
 import json
-from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 from optuna.study import StudyDirection
@@ -13,7 +11,7 @@ from optuna.trial import TrialState
 
 import launcher
 from search.report import render
-from tests.conftest import DATA, load
+from tests.conftest import DATA, load, quiet_main
 
 SPACE = DATA / "spaces" / "multi_tiny.yaml"
 
@@ -23,10 +21,8 @@ def searched(tmp_path_factory, local_ray):
     studies = tmp_path_factory.mktemp("multi") / "studies"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FTSEARCH_STUDIES", str(studies))
-        out, err = io.StringIO(), io.StringIO()
-        with redirect_stdout(out), redirect_stderr(err):
-            code = launcher.main(["--space", str(SPACE), "--quiet"])
-    return code, out.getvalue(), err.getvalue(), studies
+        code, out, err = quiet_main(["--space", str(SPACE), "--quiet"])
+    return code, out, err, studies
 
 
 def test_both_values_are_recorded_and_the_learning_curves_kept(searched):

@@ -4,9 +4,7 @@ Real Ray, real Optuna storage, real fine-tune steps of the embedded model."""
 
 from __future__ import annotations
 
-import io
 import json
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,7 @@ from objectives.trainer import forget_base_model, with_lora
 from search.heartbeat import finished_count
 from search.history import QUEUED_FROM, WARM_START
 from search.space import load_space
-from tests.conftest import REPO, load
+from tests.conftest import REPO, load, quiet_main
 
 FIRST = """study: {n_trials: 3, max_concurrent_trials: 1, seed: 0}
 sampler: {name: random}
@@ -55,22 +53,15 @@ def write(folder: Path, name: str, text: str) -> Path:
     return path
 
 
-def main(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = launcher.main(argv)
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory, local_ray):
     folder = tmp_path_factory.mktemp("update")
     studies = folder / "studies"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FTSEARCH_STUDIES", str(studies))
-        first = main(["--space", str(write(folder, "first", FIRST)), "--quiet"])
+        first = quiet_main(["--space", str(write(folder, "first", FIRST)), "--quiet"])
         assert first[0] == 0, first
-        update = main(["--space", str(write(folder, "update", UPDATE)), "--quiet"])
+        update = quiet_main(["--space", str(write(folder, "update", UPDATE)), "--quiet"])
     return update, studies, folder
 
 

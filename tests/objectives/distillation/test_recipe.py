@@ -12,7 +12,7 @@ from objectives.distillation.config import DistillSection, StudentSection
 from objectives.distillation.loss import distillation_loss
 from objectives.distillation.recipe import DistillationTrainer
 from objectives.distillation.student import build
-from tests.objectives.distillation.test_pruning import batches, tiny_bert
+from tests.objectives.distillation.tiny import batches, tiny_bert
 
 
 @pytest.fixture

@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import BertForSequenceClassification
 
 from objectives.base import DataError
 from objectives.distillation.config import StudentSection
 from objectives.distillation.student import build, layer_map, student_config, teacher_name
+from tests.objectives.distillation.tiny import tiny_bert
 
 
 @pytest.fixture(scope="module")
 def teacher() -> BertForSequenceClassification:
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=6,
-                        num_attention_heads=4, intermediate_size=64, num_labels=3,
-                        max_position_embeddings=40)
-    return BertForSequenceClassification(config).eval()
+    return tiny_bert(layers=6)
 
 
 @pytest.mark.parametrize(("layers", "expected"), [(1, [5]), (2, [2, 5]), (3, [1, 3, 5]),
