@@ -20,7 +20,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 from ray.tune import Callback
 
-from search.history import WARM_START
+from search.history import is_added
 
 logger = logging.getLogger(__name__)
 HEARTBEAT = "heartbeat"
@@ -61,7 +61,7 @@ def is_counted(trial: FrozenTrial) -> bool:
     one that ran out of memory is replaced by its retry (retried_as), and one added from an
     earlier study (search.warm_start) did not run here."""
     return trial.state.is_finished() and trial.user_attrs.get("fail_reason") != INTERRUPTED \
-        and "retried_as" not in trial.user_attrs and WARM_START not in trial.user_attrs
+        and "retried_as" not in trial.user_attrs and not is_added(trial)
 
 
 def finished_count(study: optuna.Study) -> int:

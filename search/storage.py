@@ -18,7 +18,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from objectives import get_objective
 from objectives.base import FinishedTrial, Objective
 from search.errors import InputError, closest
-from search.history import WARM_START
+from search.history import WARM_START, is_added
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 # Study names become folder names: no path separators, no "..".
@@ -177,11 +177,12 @@ class ResolvedStudy:
 
         trials = {t.number: t for t in self.study.get_trials(deepcopy=False)}
         if number is None:
-            if len(self.study.directions) > 1 and pareto_front(self.study):
-                front = ", ".join(str(t.number) for t in pareto_front(self.study))
+            front = pareto_front(self.study) if len(self.study.directions) > 1 else []
+            if front:
+                numbers = ", ".join(str(t.number) for t in front)
                 raise InputError("--trial", "", f"study '{self.study.study_name}' has several "
                                  f"objectives and no single best trial; choose one of its "
-                                 f"Pareto front ({front})")
+                                 f"Pareto front ({numbers})")
             best = best_trial(self.study)
             if best is None:
                 raise InputError(self.study.study_name, "", "no trial completed, so there is "
@@ -190,7 +191,7 @@ class ResolvedStudy:
         if number not in trials:
             raise InputError("--trial", "", f"study '{self.study.study_name}' has no trial "
                              f"{number}")
-        if WARM_START in trials[number].user_attrs:
+        if is_added(trials[number]):
             raise InputError("--trial", "", f"trial {number} was added from study "
                              f"{trials[number].user_attrs[WARM_START]} (search.warm_start) and "
                              "did not run here")
