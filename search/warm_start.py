@@ -53,6 +53,12 @@ def seed_study(study: optuna.Study, space: SearchSpace,
     lines to print."""
     section = space.head.study
     search = space.head.search
+    baseline = space.baseline_params()
+
+    def kept(params: dict) -> dict:
+        """The parameters this space searches, at values its ranges hold."""
+        return {k: v for k, v in params.items() if k in search and holds(search[k], v)}
+
     lines = []
     for name, earlier_study in earlier:
         skipped: Counter[str] = Counter()
@@ -60,12 +66,8 @@ def seed_study(study: optuna.Study, space: SearchSpace,
         for trial in own(earlier_study.get_trials(deepcopy=False)):
             if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED):
                 continue
-            params = {}
-            for key, value in trial.params.items():
-                if key in search and holds(search[key], value):
-                    params[key] = value
-                else:
-                    skipped[key] += 1
+            params = kept(trial.params)
+            skipped.update(key for key in trial.params if key not in params)
             added.append(optuna.trial.create_trial(
                 state=trial.state, values=trial.values, params=params,
                 distributions={key: distribution(search[key]) for key in params},
@@ -73,10 +75,9 @@ def seed_study(study: optuna.Study, space: SearchSpace,
                 user_attrs={WARM_START: f"{name}:{trial.number}"}))
         study.add_trials(added)
         queued = [t for t in ranked(earlier_study)
-                  if t.params != space.baseline_params()][:section.warm_start_top_k]
+                  if t.params != baseline][:section.warm_start_top_k]
         for trial in queued:
-            study.enqueue_trial({k: v for k, v in trial.params.items()
-                                 if k in search and holds(search[k], v)},
+            study.enqueue_trial(kept(trial.params),
                                 user_attrs={QUEUED_FROM: f"{name}:{trial.number}"})
         queue = (f"its best {len(queued)} configurations queued after the untuned default"
                  if queued else "no configuration queued (none of its complete trials differs "
