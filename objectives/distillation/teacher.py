@@ -8,6 +8,7 @@ Its tokenizer is the student's: the student keeps the teacher's vocabulary and e
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -81,8 +82,10 @@ def load(folder: Path) -> PreTrainedModel:
     return cached_base_model(f"teacher:{folder}", make)
 
 
+@functools.cache
 def key(folder: Path) -> str:
-    """Identifies the teacher's weights, so cached logits are never another teacher's."""
+    """Identifies the teacher's weights, so cached logits are never another teacher's; read
+    once per process (a finished trial's weights do not change), not at every trial."""
     digest = hashlib.sha256(str(folder.resolve()).encode())
     for path in sorted(folder.rglob("*.safetensors")):
         digest.update(path.read_bytes())
