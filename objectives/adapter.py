@@ -8,6 +8,7 @@ import hashlib
 import json
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -135,6 +136,28 @@ def trial_config(trial_dir: Path, config_model: type[C]) -> C:
         raise DataError(".".join(map(str, first["loc"])), f"{first['msg']} in config.yaml "
                         "(made by another version of this objective?)", source=trial_dir) \
             from None
+
+
+Rows = list[dict[str, str]]
+
+
+def answer_with(objective: Objective, model_trial: Path, data_trial: Path, prepared_dir: Path,
+                split: str, base_model: Callable[[Any], str],
+                predict: Callable[[Any, Path, Path, str], Rows]) -> Rows:
+    """``Objective.answer`` for a LoRA objective: the adapter ``model_trial`` saved, on its
+    base model (``base_model`` of a config), answers ``split`` of the data ``data_trial`` was
+    prepared with (``predict(config, adapter, prepared folder, split)``); both trials must
+    share the base model."""
+    ours, theirs = (trial_config(trial, objective.config_model) for trial in
+                    (data_trial, model_trial))
+    base = base_model(theirs)
+    if Path(base).resolve() != Path(base_model(ours)).resolve():
+        raise DataError("model.name_or_path", f"{model_trial.name} was trained on {base}, "
+                        "another base model: its answers cannot be compared", source=model_trial)
+    prepared = objective.prepared(ours, prepared_dir)[0]
+    if not (prepared / split).is_dir():
+        raise DataError("--split", f"the study's data has no {split} split", source=data_trial)
+    return predict(theirs, adapter_folder(model_trial), prepared, split)
 
 
 def saved_adapter(trial: FinishedTrial) -> Path:

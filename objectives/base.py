@@ -22,9 +22,11 @@ An objective declares ``metrics`` (what its evaluations report, with the directi
 each is better: ``study.metric`` must be one of them), ``max_steps(config)`` (the step budget
 schedulers count in), ``path_fields`` (config fields that are file paths, resolved beside the
 space file), ``trial_fields`` (fields that may name an earlier study's trial) and optionally
-``report_sections`` and ``score`` (per-example metrics, which the paired comparison of two
-trials recomputes on resamples of the test split). ``objectives.costs`` measures what a model
-costs to serve (parameters, size, latency) for objectives that report it.
+``report_sections``, ``score`` (per-example metrics, which the paired comparison of two
+trials recomputes on resamples of the test split) and ``answer`` (a trial of another study
+answering this study's test split, for the comparison across studies).
+``objectives.costs`` measures what a model costs to serve (parameters, size, latency) for
+objectives that report it.
 """
 
 from __future__ import annotations
@@ -236,6 +238,15 @@ class Objective(ABC):
     def report_sections(self, best: FinishedTrial | None) -> list[ReportSection]:
         """Sections of the study report that only this objective knows how to draw."""
         return []
+
+    def answer(self, model_trial: Path, data_trial: Path, prepared_dir: Path,
+               split: str) -> list[dict[str, str]]:
+        """Prediction rows (prompt, reference, prediction; see ``write_predictions``) of the
+        model trial folder ``model_trial`` saved, on ``split`` of the data ``data_trial`` was
+        prepared with in ``prepared_dir``: how another study's trial (an earlier month's
+        winner) does on this study's test split. Raise DataError when it cannot."""
+        raise DataError("--b", f"the {self.name} objective cannot answer another study's "
+                        "examples; compare trials of one data split")
 
     def score(self, metric: str, rows: list[dict[str, str]], labels: list[str] | None) -> float:
         """A per-example metric (named without its split prefix, e.g. ``accuracy``) of

@@ -14,7 +14,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from objectives.base import DataError, Objective, ReportSection, read_predictions
+from objectives.base import (
+    DataError,
+    Objective,
+    ReportSection,
+    read_predictions,
+    write_predictions,
+)
 from search.errors import InputError, from_data
 from search.significance import bootstrap_difference, mcnemar_exact, paired_permutation_p
 from search.storage import ResolvedStudy, resolve_study
@@ -24,6 +30,7 @@ COMPARISON = "comparison.json"
 SPLIT = "test"
 # Label metrics read together: a search on one also tests the other.
 COMPANIONS = {"accuracy": "macro_f1", "macro_f1": "accuracy"}
+ANSWERS = "answers"  # per study: other studies' trials answering its splits, for compare
 MAX_DISAGREEMENTS = 50  # rows of the report's table of examples the two answer differently
 
 
@@ -105,8 +112,7 @@ def compare(resolved: ResolvedStudy, a: int | None = None, b: int | str | None =
 def _pair(resolved: ResolvedStudy, a: int | None, b: int | str | None, split: str = SPLIT):
     """Trials A and B (defaults: the best, the untuned default; B may be ``STUDY[:TRIAL]`` of
     another study), their predictions on ``split`` in the same example order, and the label
-    set. A trial of another study answers ``split`` as its own test split when it has no such
-    split: an update's old_test is the test split of the study it replayed."""
+    set."""
     study = resolved.study
     trial_a = resolved.trial(a)
     other = resolved
@@ -121,14 +127,57 @@ def _pair(resolved: ResolvedStudy, a: int | None, b: int | str | None, split: st
         b = baseline.number
     trial_b = other.trial(b)
     rows_a, labels = _rows(resolved, trial_a, split)
-    own_split = split if other is resolved or split == SPLIT else SPLIT
-    rows_b, _ = _rows(other, trial_b, own_split)
-    if [(r["prompt"], r["reference"]) for r in rows_a] != \
-            [(r["prompt"], r["reference"]) for r in rows_b]:
-        raise InputError(study.study_name, "", f"trials {trial_a.number} and {trial_b.number} "
-                         f"answered different {split} examples; compare trials of one data "
-                         "split")
+    if other is resolved:
+        rows_b, _ = _rows(other, trial_b, split)
+        if _examples(rows_a) != _examples(rows_b):
+            raise InputError(study.study_name, "", f"trials {trial_a.number} and "
+                             f"{trial_b.number} answered different {split} examples")
+        return trial_a, trial_b, rows_a, rows_b, labels
+    rows_b = _answers(resolved, trial_a, rows_a, other, trial_b, split)
     return trial_a, trial_b, rows_a, rows_b, labels
+
+
+def _examples(rows: list[dict[str, str]]) -> list[tuple[str, str]]:
+    return [(row["prompt"], row["reference"]) for row in rows]
+
+
+def _answers(resolved: ResolvedStudy, trial_a, rows_a: list[dict[str, str]],
+             other: ResolvedStudy, trial_b, split: str) -> list[dict[str, str]]:
+    """Trial B of another study on A's ``split``: its own test predictions when that is the
+    same examples (an update's old_test is the test split of the study it replayed), else its
+    model answers A's split (once; kept in ``answers/`` of A's study)."""
+    rows_b = _own_rows(other, trial_b, split)
+    if rows_b is not None and _examples(rows_b) == _examples(rows_a):
+        return rows_b
+    objective = resolved.objective()
+    if other.objective().name != objective.name:
+        raise InputError("--b", "", f"study {other.study.study_name!r} trains another "
+                         f"objective ({other.objective().name}); its answers cannot be compared")
+    kept = resolved.paths.root / ANSWERS / f"{other.study.study_name}-{trial_b.number}"
+    try:
+        return read_predictions(kept, split)[0]
+    except DataError:
+        pass
+    try:
+        rows_b = objective.answer(other.paths.folder_of(trial_b), resolved.paths.folder_of(
+            trial_a), resolved.paths.prepared, split)
+    except DataError as error:
+        raise from_data(error, resolved.study.study_name) from None
+    kept.mkdir(parents=True, exist_ok=True)
+    write_predictions(kept, split, rows_b)
+    return rows_b
+
+
+def _own_rows(other: ResolvedStudy, trial, split: str) -> list[dict[str, str]] | None:
+    """Another study's trial's predictions on ``split``, or on its test split when it has
+    none of that name; None when it has neither."""
+    folder = other.paths.folder_of(trial)
+    for name in dict.fromkeys((split, SPLIT)):
+        try:
+            return read_predictions(folder, name)[0]
+        except DataError:
+            continue
+    return None
 
 
 def sheet_rows(resolved: ResolvedStudy, a: int | None, b: int | None):

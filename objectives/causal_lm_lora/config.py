@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from objectives.data.replay import ReplaySection
+from objectives.data.replay import Replayable
 from objectives.data.section import ChunkSection, DataFiles
 from objectives.sections import (
     EarlyStoppingSection,
@@ -35,7 +35,7 @@ class ModelSection(ModelBase):
     )
 
 
-class DataSection(DataFiles):
+class DataSection(DataFiles, Replayable):
     """Instruction records (instruction / input / output) or chat ``messages``; with
     ``columns`` the fields may have other names in the file."""
 
@@ -46,9 +46,6 @@ class DataSection(DataFiles):
     chunk: ChunkSection | None = Field(
         None, description="Long documents (.txt / .md files, or a text column) cut into "
         "token windows for continued pretraining, instead of instruction records.")
-    replay: ReplaySection | None = Field(
-        None, description="An update: earlier training data mixed into training, and its "
-        "validation and test splits evaluated at each trial's end (old_eval_*, old_test_*).")
 
     @model_validator(mode="after")
     def _no_augmenting_documents(self) -> DataSection:

@@ -118,7 +118,7 @@ def prepare(section: DataSection, max_length: int, tokenizer, tokenizer_dir: Pat
                                                            "test_path", "augment"}),
                 "max_length": max_length, "labels": labels, "reference": reference_model,
                 "layout": 3}
-    old = replay.old_section(section, section.replay) if section.replay else None
+    old = replay.earlier_section(section)
     files = document_files(Path(section.path)) if section.chunk else \
         [*section_files(section), *(section_files(old) if old else [])]
     out, report = prepared_folder(root, files, tokenizer_dir, settings)
@@ -126,17 +126,13 @@ def prepare(section: DataSection, max_length: int, tokenizer, tokenizer_dir: Pat
         return out, report
     if section.chunk:
         return out, _prepare_documents(section, tokenizer, out)
-    built = build_splits(section, tokenizer, reference_model)
-    examples, report = built.splits, built.report
-    if old is not None:
-        examples, done = replay.mix(built, build_splits(old, tokenizer, reference_model),
-                                    section.replay.fraction, section.seed)
-        report = {**report, "replay": done,
-                  "summary": f"{report['summary']}; {replay.summary(done)}"}
+    examples, report, found = replay.with_earlier(
+        build_splits(section, tokenizer, reference_model), section, old,
+        lambda earlier: build_splits(earlier, tokenizer, reference_model))
     texts = {name: [{"prompt": e.turns[-1][1], "reference": e.answer} for e in rows]
              for name, rows in examples.items() if name != "train"}
     splits = {name: tokenized(rows, tokenizer, max_length) for name, rows in examples.items()}
-    return out, write_prepared(out, labels or built.labels, report, examples["train"],
+    return out, write_prepared(out, labels or found, report, examples["train"],
                                texts, splits)
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from objectives.adapter import ADDED_ADAPTER_KEYS, AdapterObjective
+from objectives.adapter import ADDED_ADAPTER_KEYS, AdapterObjective, answer_with
 from objectives.base import DataError, FinishedTrial, Metric, ReportSection
 from objectives.causal_lm_lora.config import (
     CausalLMConfig,
@@ -15,6 +14,7 @@ from objectives.causal_lm_lora.config import (
     reference_model,
 )
 from objectives.costs import COST_METRICS
+from objectives.data.replay import old_metrics
 from objectives.data.section import ADDED_DATA_KEYS
 
 
@@ -43,10 +43,7 @@ class CausalLMLoRA(AdapterObjective):
         if config.data.chunk:
             return (self.metrics[0], *COST_METRICS)
         if config.data.replay:
-            return (*self.metrics, *(replace(m, name=f"old_{m.name}", final=True,
-                                             description=f"{m.description}, on the earlier "
-                                             "validation split (data.replay)")
-                                     for m in self.metrics if m.name.startswith("eval_")))
+            return (*self.metrics, *old_metrics(self.metrics))
         return self.metrics
 
     def check(self, config: CausalLMConfig) -> None:
@@ -102,6 +99,13 @@ class CausalLMLoRA(AdapterObjective):
         result = export.export_trial(trial, out_dir, options.get("quantize") or "f16",
                                      options.get("parameters"))
         return export.summary_lines(result)
+
+    def answer(self, model_trial: Path, data_trial: Path, prepared_dir: Path,
+               split: str) -> list[dict[str, str]]:
+        from objectives.causal_lm_lora import recipe
+
+        return answer_with(self, model_trial, data_trial, prepared_dir, split, model_path,
+                           recipe.answer)
 
     def report_sections(self, best: FinishedTrial | None) -> list[ReportSection]:
         from objectives.causal_lm_lora.report import layer_profile_section

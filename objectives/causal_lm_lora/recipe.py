@@ -36,6 +36,7 @@ from objectives.causal_lm_lora.config import (
 )
 from objectives.causal_lm_lora.layer_profile import LAYER_PROFILE, profile_layers
 from objectives.data.files import load_labels, load_split, load_texts
+from objectives.data.replay import SPLITS
 from objectives.trainer import (
     best_step,
     cached_base_model,
@@ -57,11 +58,6 @@ def load_base_model(config: CausalLMConfig) -> PreTrainedModel:
     key = json.dumps([path, architecture.to_dict()], sort_keys=True, default=str)
     return cached_base_model(key, lambda: AutoModelForCausalLM.from_pretrained(
         path, config=architecture, device_map=device_map(torch.cuda.device_count())))
-
-
-# The evaluation prefix of each held-out split (old_*: an update's earlier data, data.replay).
-SPLITS = {"eval": "validation", "test": "test", "old_eval": "old_validation",
-          "old_test": "old_test"}
 
 
 class GenerativeTrainer(Trainer):
@@ -181,3 +177,23 @@ def _finish(trainer: GenerativeTrainer, prepared: Path, tokenizer, context: Tria
     if loss is not None:
         final["perplexity"] = math.exp(min(loss, 50.0))
     context.complete(best, step=trainer.state.global_step, attrs=attrs, **final)
+
+
+def answer(config: CausalLMConfig, adapter: Path, prepared: Path,
+           split: str) -> list[dict[str, str]]:
+    """A saved adapter on a freshly loaded base (the config's) answers a prepared split
+    greedily, as a trial's final evaluation does: its prediction rows."""
+    from peft import PeftModel
+
+    quiet_transformers()
+    path = model_path(config)
+    base = AutoModelForCausalLM.from_pretrained(path, config=model_config(config, path))
+    model = PeftModel.from_pretrained(base, adapter).eval()
+    max_new_tokens = config.evaluation.max_new_tokens or generation.longest_answer(
+        load_split(prepared, "train"))
+    texts = load_texts(prepared, split)
+    answers = generation.generate(
+        model, AutoTokenizer.from_pretrained(path),
+        [generation.prompt_ids(row) for row in load_split(prepared, split)], max_new_tokens,
+        config.training.per_device_eval_batch_size)
+    return [{**text, "prediction": answer} for text, answer in zip(texts, answers, strict=True)]

@@ -11,19 +11,24 @@ test examples are left out, so nothing held out is trained on.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import Field, ValidationError
 
-from objectives.base import DataError
+from objectives.base import DataError, Metric
 from objectives.data.files import HELD_OUT
 from objectives.data.pipeline import Built, Example
 from objectives.data.section import DataFiles
 from objectives.sections import Section
 
 OLD = "old_"  # the earlier held-out splits: old_validation, old_test (reported old_eval_*)
+# The evaluation prefix of each held-out split, as the Trainer's metric_key_prefix.
+SPLITS = {"eval": "validation", "test": "test", "old_eval": "old_validation",
+          "old_test": "old_test"}
 
 
 class ReplaySection(Section):
@@ -32,6 +37,21 @@ class ReplaySection(Section):
     fraction: float = Field(0.85, gt=0, lt=1, description="Share of the mixed training split "
                             "that is earlier examples (0.85: an update of 15 % new data), at "
                             "most all of them.")
+
+
+class Replayable(Section):
+    """A data section that can mix in earlier data (an objective's DataSection adds it)."""
+
+    replay: ReplaySection | None = Field(
+        None, description="An update: earlier training data mixed into training, and its "
+        "validation and test splits evaluated at each trial's end (old_eval_*, old_test_*).")
+
+
+def earlier_section(section: DataFiles) -> DataFiles | None:
+    """The data section the earlier data is read and split with; None without data.replay
+    (or for a data section that has no such key)."""
+    replay = getattr(section, "replay", None)
+    return old_section(section, replay) if replay else None
 
 
 def old_section(section: DataFiles, replay: ReplaySection) -> DataFiles:
@@ -67,6 +87,31 @@ def mix(new: Built, old: Built, fraction: float, seed: int
             "left_out_held_out_here": len(old.splits["train"]) - len(pool),
             "old_validation": len(old.splits["validation"]), "old_test": len(old.splits["test"])}
     return splits, done
+
+
+def with_earlier(built: Built, section: DataFiles, old: DataFiles | None,
+                 build: Callable[[DataFiles], Built]
+                 ) -> tuple[dict[str, list[Example]], dict[str, Any], list[str] | None]:
+    """The splits, data report and label set to prepare: ``built`` alone, or (an update,
+    ``old`` the earlier data section) mixed with the earlier data ``build`` makes of ``old``.
+    The label set of an update is both months' (an earlier class the new data lacks stays)."""
+    if old is None:
+        return built.splits, built.report, built.labels
+    earlier = build(old)
+    splits, done = mix(built, earlier, section.replay.fraction, section.seed)
+    report = {**built.report, "replay": done,
+              "summary": f"{built.report['summary']}; {summary(done)}"}
+    labels = built.labels
+    if labels is not None and earlier.labels is not None:
+        labels = sorted({*labels, *earlier.labels})
+    return splits, report, labels
+
+
+def old_metrics(metrics: tuple[Metric, ...]) -> tuple[Metric, ...]:
+    """Each evaluation metric on the earlier validation split, reported at a trial's end."""
+    return tuple(replace(m, name=f"{OLD}{m.name}", final=True,
+                         description=f"{m.description}, on the earlier validation split "
+                         "(data.replay)") for m in metrics if m.name.startswith("eval_"))
 
 
 def summary(done: dict[str, Any]) -> str:

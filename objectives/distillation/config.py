@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from objectives.sections import EarlyStoppingSection, Section
-from objectives.sequence_classification_lora.config import ClassificationTraining, DataSection
+from objectives.sequence_classification_lora.config import ClassificationTraining, LabelledData
 
 
 class TeacherSection(Section):
@@ -55,7 +55,7 @@ class DistillationConfig(Section):
     teacher: TeacherSection = Field(default_factory=TeacherSection)
     student: StudentSection = Field(default_factory=StudentSection)
     distill: DistillSection = Field(default_factory=DistillSection)
-    data: DataSection = Field(default_factory=DataSection)
+    data: LabelledData = Field(default_factory=LabelledData)
     training: ClassificationTraining = Field(default_factory=ClassificationTraining)
     early_stopping: EarlyStoppingSection = Field(default_factory=EarlyStoppingSection)
 

@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from objectives.data.replay import Replayable
 from objectives.data.section import DataFiles
 from objectives.sections import (
     PACKAGE_PREFIX,
@@ -32,13 +33,17 @@ class ModelSection(ModelBase):
         "folder an installed package ships); the default is all-MiniLM-L6-v2.")
 
 
-class DataSection(DataFiles):
+class LabelledData(DataFiles):
     """A text and a label per row; ``columns`` maps other column names to ``text`` and
     ``label``."""
 
     path: str = Field(str(DEFAULT_DATA), description="CSV (with a header), TSV, JSONL or "
                       "Parquet: the training data, or all of it when no split files are given.")
     max_length: int = Field(128, gt=2, description="Tokens per text; longer texts are cut.")
+
+
+class DataSection(LabelledData, Replayable):
+    """Labelled texts, optionally mixed with an earlier month's (data.replay)."""
 
 
 class ClassificationTraining(TrainingSection):
@@ -71,8 +76,10 @@ class ClassificationConfig(Section):
     early_stopping: EarlyStoppingSection = Field(default_factory=EarlyStoppingSection)
 
     path_fields: ClassVar[dict[str, list[str]]] = {
-        "data": ["path", "validation_path", "test_path"], "model": ["name_or_path", "adapter"]}
-    trial_fields: ClassVar[dict[str, list[str]]] = {"model": ["adapter"]}
+        "data": ["path", "validation_path", "test_path", "replay.path"],
+        "model": ["name_or_path", "adapter"]}
+    trial_fields: ClassVar[dict[str, list[str]]] = {"model": ["adapter"],
+                                                    "data": ["replay.path"]}
 
 
 def model_path(config: ClassificationConfig) -> str:

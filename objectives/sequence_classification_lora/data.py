@@ -14,16 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from objectives.base import DataError
+from objectives.data import replay
 from objectives.data.augment import training_set as augmented_training_set
-from objectives.data.files import (
-    HELD_OUT,
-    load_labels,
-    prepared_folder,
-    write_prepared,
-)
+from objectives.data.files import load_labels, prepared_folder, write_prepared
 from objectives.data.pipeline import Built, Example, build, remembered
 from objectives.data.reading import section_files
-from objectives.sequence_classification_lora.config import DataSection
+from objectives.sequence_classification_lora.config import LabelledData
 
 FIELDS = ("text", "label")
 
@@ -41,7 +37,7 @@ def to_example(row: dict[str, Any], where: str, source: Path) -> Example:
     return Example((("text", values[0]),), values[1], where, str(source))
 
 
-def build_splits(section: DataSection, tokenizer) -> Built:
+def build_splits(section: LabelledData, tokenizer) -> Built:
     """The cleaned, de-duplicated, leak-free splits and their report."""
     def count_tokens(texts: list[str]) -> list[list[tuple[int, int]]]:
         return tokenizer(texts, add_special_tokens=False,
@@ -52,7 +48,7 @@ def build_splits(section: DataSection, tokenizer) -> Built:
         required=FIELDS))
 
 
-def prepare(section: DataSection, max_length: int, tokenizer, tokenizer_dir: Path,
+def prepare(section: LabelledData, max_length: int, tokenizer, tokenizer_dir: Path,
             root: Path) -> tuple[Path, dict[str, Any]]:
     """Tokenise every split once into ``root/<key>/``; return that folder and the report.
 
@@ -63,16 +59,19 @@ def prepare(section: DataSection, max_length: int, tokenizer, tokenizer_dir: Pat
     settings = {**section.model_dump(mode="json", exclude={"path", "validation_path",
                                                            "test_path", "augment"}),
                 "max_length": max_length, "objective": "sequence_classification"}
-    out, report = prepared_folder(root, section_files(section), tokenizer_dir, settings)
+    old = replay.earlier_section(section)
+    out, report = prepared_folder(
+        root, [*section_files(section), *(section_files(old) if old else [])], tokenizer_dir,
+        settings)
     if report is not None:
         return out, report
-    built = build_splits(section, tokenizer)
-    texts = {name: [{"prompt": e.prompt, "reference": e.answer} for e in built.splits[name]]
-             for name in HELD_OUT}
-    splits = {name: tokenized(examples, built.labels, tokenizer, max_length)
-              for name, examples in built.splits.items()}
-    return out, write_prepared(out, built.labels, built.report, built.splits["train"], texts,
-                               splits)
+    examples, report, labels = replay.with_earlier(build_splits(section, tokenizer), section,
+                                                   old, lambda old: build_splits(old, tokenizer))
+    texts = {name: [{"prompt": e.prompt, "reference": e.answer} for e in rows]
+             for name, rows in examples.items() if name != "train"}
+    splits = {name: tokenized(rows, labels, tokenizer, max_length)
+              for name, rows in examples.items()}
+    return out, write_prepared(out, labels, report, examples["train"], texts, splits)
 
 
 def tokenized(examples: list[Example], labels: list[str], tokenizer, max_length: int):
@@ -85,7 +84,7 @@ def tokenized(examples: list[Example], labels: list[str], tokenizer, max_length:
                                        "labels": [ids[e.answer] for e in examples]})
 
 
-def training_set(prepared: Path, section: DataSection, tokenizer, seed: int):
+def training_set(prepared: Path, section: LabelledData, tokenizer, seed: int):
     """The training split with the trial's augmented copies (data.augment), and their
     number."""
     return augmented_training_set(prepared, section.augment, seed, lambda extra: tokenized(

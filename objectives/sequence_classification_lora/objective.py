@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from objectives.adapter import ADDED_ADAPTER_KEYS, AdapterObjective
+from objectives.adapter import ADDED_ADAPTER_KEYS, AdapterObjective, answer_with
 from objectives.base import DataError, FinishedTrial, Metric, ReportSection
 from objectives.costs import COST_METRICS
+from objectives.data.replay import old_metrics
 from objectives.sequence_classification_lora.config import ClassificationConfig, model_path
 
 TASK_METRICS = ("accuracy", "macro_f1")
@@ -18,7 +19,7 @@ class SequenceClassificationLoRA(AdapterObjective):
     config_model = ClassificationConfig
     path_fields = ClassificationConfig.path_fields
     trial_fields = ClassificationConfig.trial_fields
-    added_sections = ADDED_ADAPTER_KEYS
+    added_sections = (*ADDED_ADAPTER_KEYS, "data.replay")
     metrics = (
         Metric("eval_loss", "minimize", "validation loss (the training loss: cross-entropy, "
                "focal, weighted)"),
@@ -27,6 +28,12 @@ class SequenceClassificationLoRA(AdapterObjective):
         Metric("eval_macro_f1", "maximize", "macro-F1 over the classes", per_example=True),
         *COST_METRICS,
     )
+
+    def metrics_for(self, config: ClassificationConfig) -> tuple[Metric, ...]:
+        """An update (data.replay) also reports each evaluation metric on the earlier
+        validation split, at the trial's end (old_eval_*)."""
+        return (*self.metrics, *old_metrics(self.metrics)) if config.data.replay \
+            else self.metrics
 
     def check(self, config: ClassificationConfig) -> None:
         from transformers import AutoConfig
@@ -76,6 +83,13 @@ class SequenceClassificationLoRA(AdapterObjective):
             raise DataError("", "a classifier is exported as a merged transformers model "
                             "(safetensors); quantisation is for GGUF models", source="--quantize")
         return export.summary_lines(export.export_trial(trial, out_dir))
+
+    def answer(self, model_trial: Path, data_trial: Path, prepared_dir: Path,
+               split: str) -> list[dict[str, str]]:
+        from objectives.sequence_classification_lora import recipe
+
+        return answer_with(self, model_trial, data_trial, prepared_dir, split, model_path,
+                           recipe.answer)
 
     def report_sections(self, best: FinishedTrial | None) -> list[ReportSection]:
         from objectives.sequence_classification_lora.report import per_class_section

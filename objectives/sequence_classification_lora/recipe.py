@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,14 +26,16 @@ from transformers import (
     DataCollatorWithPadding,
     PreTrainedModel,
     Trainer,
+    TrainingArguments,
     set_seed,
 )
 from transformers.utils import logging as transformers_logging
 
 from objectives import costs, metrics
 from objectives.adapter import continued_adapter
-from objectives.base import LABELS, TrialContext, write_predictions
+from objectives.base import LABELS, DataError, TrialContext, write_predictions
 from objectives.data.files import load_labels, load_split, load_texts
+from objectives.data.replay import SPLITS
 from objectives.sequence_classification_lora import data
 from objectives.sequence_classification_lora.config import ClassificationConfig, model_path
 from objectives.sequence_classification_lora.losses import ClassificationLoss, balanced_weights
@@ -91,8 +94,8 @@ def compute_metrics(prediction) -> dict[str, float]:
 
 
 def task_metric(key: str) -> bool:
-    return any(key == f"{prefix}_{name}" for prefix in ("eval", "test")
-               for name in TASK_METRICS)
+    """eval_accuracy, test_macro_f1, an update's old_test_accuracy, ..."""
+    return any(key == f"{prefix}_{name}" for prefix in SPLITS for name in TASK_METRICS)
 
 
 def run(config: ClassificationConfig, context: TrialContext, prepared: Path) -> None:
@@ -165,21 +168,23 @@ def finish(trainer: Trainer, prepared: Path, tokenizer, context: TrialContext,
            keep: Callable[[str], bool] = task_metric,
            add: Callable[[dict[str, float]], dict[str, float]] | None = None) -> None:
     """The best checkpoint (loaded back by the Trainer) predicts the validation and test
-    splits; the model (``saved``: its adapter, or a whole model), predictions, label set and
-    per-class figures are saved, and the last report ends the trial with the validation
-    value, the final figures ``keep`` accepts, the costs and what ``add`` derives from them."""
+    splits (and an update's earlier ones); the model (``saved``: its adapter, or a whole
+    model), predictions, label set and per-class figures are saved, and the last report ends
+    the trial with the validation value, the final figures ``keep`` accepts, the costs and
+    what ``add`` derives from them."""
     labels = load_labels(prepared)
-    validation, validation_rows = predict_split(trainer, prepared, "validation", "eval", labels)
-    test, test_rows = predict_split(trainer, prepared, "test", "test", labels)
-    write_predictions(context.trial_dir, "validation", validation_rows)
-    write_predictions(context.trial_dir, "test", test_rows)
+    measured, rows = {}, {}
+    for prefix, split in SPLITS.items():  # an update's earlier splits too (data.replay)
+        if (prepared / split).is_dir():
+            split_figures, rows[split] = predict_split(trainer, prepared, split, prefix, labels)
+            measured.update(split_figures)
+            write_predictions(context.trial_dir, split, rows[split])
     shutil.copy2(prepared / LABELS, context.trial_dir / LABELS)
-    figures = per_class(test_rows, labels)
+    figures = per_class(rows["test"], labels)
     (context.trial_dir / PER_CLASS).write_text(json.dumps(figures, indent=1), encoding="utf-8")
     trainer.model.save_pretrained(context.trial_dir / saved)
     tokenizer.save_pretrained(context.trial_dir / saved)
-    final = {k: v for k, v in {**validation, **test}.items()
-             if k in ("eval_loss", "test_loss") or keep(k)}
+    final = {k: v for k, v in measured.items() if k.endswith("_loss") or keep(k)}
     final.update(costs.measure(trainer.model, costs.test_batch(
         load_split(prepared, "test"), DataCollatorWithPadding(tokenizer))))
     final.update(add(final) if add else {})
@@ -191,3 +196,25 @@ def finish(trainer: Trainer, prepared: Path, tokenizer, context: TrialContext,
                             "test_confusion_matrix": figures["confusion_matrix"],
                             "labels": labels, "model_type": base.model_type,
                             "num_hidden_layers": base.num_hidden_layers}, **final)
+
+
+def answer(config: ClassificationConfig, adapter: Path, prepared: Path,
+           split: str) -> list[dict[str, str]]:
+    """A saved adapter (and its trained head) on a freshly loaded base predicts a prepared
+    split: its prediction rows. Its classes must be the split's."""
+    from peft import PeftModel
+
+    quiet_transformers()
+    labels = load_labels(prepared)
+    trained = load_labels(adapter.parent) if (adapter.parent / LABELS).is_file() else labels
+    if trained != labels:
+        raise DataError("labels.json", f"the trial was trained on the classes {trained}, the "
+                        f"split has {labels}", source=adapter.parent)
+    path = model_path(config)
+    model = PeftModel.from_pretrained(classifier(path, labels), adapter).eval()
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = Trainer(model=model, data_collator=DataCollatorWithPadding(
+            AutoTokenizer.from_pretrained(path)), args=TrainingArguments(
+            scratch, per_device_eval_batch_size=config.training.per_device_eval_batch_size,
+            report_to="none", dataloader_pin_memory=torch.cuda.is_available()))
+        return predict_split(trainer, prepared, split, "answer", labels)[1]

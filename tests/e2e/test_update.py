@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 import launcher
 from objectives.adapter import adapter_folder
+from objectives.causal_lm_lora import CausalLMLoRA
 from objectives.causal_lm_lora.config import CausalLMConfig
 from objectives.causal_lm_lora.recipe import load_base_model
 from objectives.trainer import forget_base_model, with_lora
@@ -177,6 +178,29 @@ def test_the_two_winners_compare_on_the_old_test_split(searched, monkeypatch, ca
     out = capsys.readouterr().out
     assert out.startswith(f"best trial {load(studies, 'update').best_trial.number} vs study "
                           f"'first' trial {first}: old_test accuracy ")
-    # The new test split is not the first study's: refused, naming the split.
-    assert launcher.main(["compare", "update", "--b", f"first:{first}"]) == 2
-    assert "answered different test examples" in capsys.readouterr().err
+
+
+
+def test_the_two_winners_compare_on_the_new_test_split(searched, monkeypatch, capsys):
+    # The first study's winner never saw the new test split: its adapter answers it, once.
+    _, studies, _ = searched
+    monkeypatch.setenv("FTSEARCH_STUDIES", str(studies))
+    first, update = load(studies, "first").best_trial.number, load(studies, "update")
+    assert launcher.main(["compare", "update", "--b", f"first:{first}"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert captured.out.startswith(f"best trial {update.best_trial.number} vs study 'first' "
+                                   f"trial {first}: test accuracy ")
+    kept = studies / "update" / "answers" / f"first-{first}" / "predictions_test.jsonl"
+    answers = [json.loads(row) for row in kept.read_text().splitlines()]
+    new_test = [json.loads(row) for row in (studies / "update" / "trials" / "0000" /
+                                            "predictions_test.jsonl").read_text().splitlines()]
+    assert [(a["prompt"], a["reference"]) for a in answers] == \
+        [(r["prompt"], r["reference"]) for r in new_test]
+    result = json.loads((studies / "update" / "comparison.json").read_text())
+    assert result["b_value"] == pytest.approx(
+        sum(a["prediction"].lower() == a["reference"].lower() for a in answers) / len(answers))
+    # The adapter answers as it did in its own trial: on its own test split, the same rows.
+    folder = studies / "first" / "trials" / f"{first:04d}"
+    own = [json.loads(row) for row in (folder / "predictions_test.jsonl").read_text().splitlines()]
+    assert CausalLMLoRA().answer(folder, folder, studies / "first" / "prepared", "test") == own

@@ -141,3 +141,39 @@ def test_export_merges_the_adapter_and_gives_the_same_logits(trained, tmp_path):
         logits = model(**tokenizer([r["prompt"] for r in rows], padding=True, truncation=True,
                                    max_length=48, return_tensors="pt")).logits
     assert [LABELS[i] for i in logits.argmax(-1).tolist()] == [r["prediction"] for r in rows]
+
+
+def test_an_update_continues_the_adapter_with_replay_and_reports_the_old_task(trained):
+    root, _ = trained
+    (root / "first" / "config.yaml").write_text(json.dumps(config().model_dump(mode="json")))
+    columns = {"text": "input", "label": "output"}
+    data = DATA / "finance_sentiment_{}.jsonl"
+    cfg = config(model={"adapter": str(root / "first")},
+                 data={"path": str(data).format("new"), "columns": columns, "max_length": 48,
+                       "replay": {"path": str(data).format("old"), "fraction": 0.5}},
+                 training={"max_steps": 20, "eval_steps": 10})
+    results = run(cfg, root, "update")
+    (root / "update" / "config.yaml").write_text(json.dumps(cfg.model_dump(mode="json")))
+    final = results[-1]
+    assert final["outcome"] == "complete"
+    for key in ("old_eval_accuracy", "old_eval_macro_f1", "old_test_accuracy", "old_eval_loss"):
+        assert 0 <= final[key] <= (1 if "loss" not in key else 10), key
+    objective = SequenceClassificationLoRA()
+    assert {m.name for m in objective.metrics_for(cfg)} >= {"old_eval_accuracy",
+                                                            "old_eval_macro_f1"}
+    report = objective.prepare(cfg, root / "prepared")
+    assert report["replay"]["old_examples"] == report["replay"]["new_examples"] > 0
+    old_test = (root / "update" / "predictions_old_test.jsonl").read_text().splitlines()
+    assert len(old_test) == report["replay"]["old_test"]
+    # The first trial's model answers the update's new test split, example by example...
+    answers = objective.answer(root / "first", root / "update", root / "prepared", "test")
+    new_test = [json.loads(row) for row in
+                (root / "update" / "predictions_test.jsonl").read_text().splitlines()]
+    assert [(a["prompt"], a["reference"]) for a in answers] == \
+        [(r["prompt"], r["reference"]) for r in new_test]
+    # ... as it answered its own test split in its trial.
+    own = [json.loads(row) for row in
+           (root / "first" / "predictions_test.jsonl").read_text().splitlines()]
+    assert objective.answer(root / "first", root / "first", root / "prepared", "test") == own
+    with pytest.raises(DataError, match="no old_test split"):
+        objective.answer(root / "first", root / "first", root / "prepared", "old_test")
