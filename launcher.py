@@ -1,4 +1,5 @@
-"""Search the hyperparameters of a fine-tune: python launcher.py --space lora.yaml
+"""Search the hyperparameters of a fine-tune: python launcher.py --space lora.yaml (installed,
+the same command is ``ftsearch --space lora.yaml``).
 
 Other commands work on a study once it exists: report, dashboard, export, compare; and on a Ray
 cluster:
@@ -19,9 +20,10 @@ COMMANDS = ("run", "report", "dashboard", "export", "compare", "submit", "jobs")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="launcher.py",
+        prog="ftsearch" if Path(sys.argv[0]).name == "ftsearch" else "launcher.py",
         description="Search the hyperparameters of a fine-tune with Ray Tune and Optuna. "
         "Without a command, runs a search: launcher.py --space lora.yaml")
+    parser.add_argument("--version", action="version", version=f"ftsearch {version()}")
     commands = parser.add_subparsers(dest="command")
 
     run = commands.add_parser("run", help="run a search (the default command)")
@@ -99,9 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def version() -> str:
+    """The installed package's version (pyproject.toml's, as pip recorded it)."""
+    from importlib.metadata import version as installed
+
+    return installed("ftsearch")
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     # A search is the default: `launcher.py --space x` means `launcher.py run --space x`.
-    if not argv or argv[0] not in (*COMMANDS, "-h", "--help"):
+    if not argv or argv[0] not in (*COMMANDS, "-h", "--help", "--version"):
         argv = ["run", *argv]
     return build_parser().parse_args(argv)
 

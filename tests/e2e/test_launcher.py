@@ -64,14 +64,33 @@ def test_missing_space_file_and_bad_flags(capsys, studies_dir):
     assert not studies_dir.exists()
 
 
-def test_bad_space_in_a_fresh_process_prints_no_traceback(studies_dir):
+# The launcher as a script, and as the command `pip install .` puts beside the interpreter.
+INSTALLED = Path(sys.executable).with_name("ftsearch")
+COMMAND_LINES = {"launcher.py": [sys.executable, "launcher.py"], "ftsearch": [str(INSTALLED)]}
+
+
+@pytest.mark.parametrize("command", COMMAND_LINES)
+def test_bad_space_in_a_fresh_process_prints_no_traceback(studies_dir, command):
     bad = DATA / "bad_spaces" / "unknown_key.yaml"
-    run = subprocess.run([sys.executable, "launcher.py", "--space", str(bad)], cwd=REPO,
+    run = subprocess.run([*COMMAND_LINES[command], "--space", str(bad)], cwd=REPO,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 2
     assert run.stderr.strip().splitlines() == [
         f"error: {bad}: training.learnin_rate: unknown key (did you mean 'learning_rate'?)"]
 
+
+
+def test_the_installed_command_says_its_version():
+    assert INSTALLED.is_file(), "pip install . installs the ftsearch command"
+    version = re.search(r'^version = "(.+)"$', (REPO / "pyproject.toml").read_text(),
+                        re.MULTILINE).group(1)
+    for command in COMMAND_LINES.values():
+        run = subprocess.run([*command, "--version"], cwd=REPO, capture_output=True, text=True,
+                             timeout=60)
+        assert (run.returncode, run.stdout, run.stderr) == (0, f"ftsearch {version}\n", "")
+    usage = subprocess.run([str(INSTALLED), "compare", "--help"], capture_output=True,
+                           text=True, timeout=60)
+    assert usage.stdout.startswith("usage: ftsearch compare ")
 
 
 def test_more_gpus_than_the_cluster_has_is_refused(local_ray, studies_dir, tmp_path, capsys):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,26 @@ from search.space import SPACES_DIR, load_space, resolve_space_path
 # with that study present.
 AFTER_A_STUDY = {"distill.yaml": ("classify", "teacher.model"),
                  "monthly_update.yaml": ("monthly_first", "model.adapter")}
-SHIPPED = sorted(p for p in SPACES_DIR.glob("*.yaml") if p.name not in AFTER_A_STUDY)
+# Spaces for real models on GPUs: the configs their models ship (config.json, as on the hub),
+# and the untuned default each must be (the articles' table: learning rate, batch,
+# steps, accumulation).
+LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+         "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
+GPU_PRESETS = {
+    "llama_8b_gpu.yaml": ("meta-llama/Llama-3.1-8B-Instruct", {
+        **LLAMA, "hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32,
+        "num_hidden_layers": 32, "num_key_value_heads": 8, "vocab_size": 128256,
+        "max_position_embeddings": 131072, "rope_theta": 500000.0,
+        "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                         "original_max_position_embeddings": 8192, "rope_type": "llama3"}},
+        (3e-5, 16, 3000, 4)),
+    "llama_13b_gpu.yaml": ("meta-llama/Llama-2-13b-chat-hf", {
+        **LLAMA, "hidden_size": 5120, "intermediate_size": 13824, "num_attention_heads": 40,
+        "num_hidden_layers": 40, "num_key_value_heads": 40, "vocab_size": 32000,
+        "max_position_embeddings": 4096}, (1e-5, 8, 5000, 8)),
+}
+SHIPPED = sorted(p for p in SPACES_DIR.glob("*.yaml")
+                 if p.name not in AFTER_A_STUDY and p.name not in GPU_PRESETS)
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
@@ -22,6 +43,38 @@ def test_every_shipped_space_validates(path: Path) -> None:
     assert space.head.search, "a shipped space searches something"
     # The untuned configuration is a valid trial config too.
     space.trial_config(space.baseline_params())
+
+
+@pytest.mark.parametrize("name", GPU_PRESETS)
+def test_every_gpu_preset_validates_against_its_models_config(name, tmp_path, monkeypatch):
+    # They cannot run here: in a local hub cache, the model's config.json stands for it, with
+    # the embedded model's tokenizer (the data check tokenises the data).
+    import huggingface_hub.constants
+
+    from objectives.causal_lm_lora.tiny_llama import ensure_builtin
+
+    model, config, (rate, batch, steps, accumulation) = GPU_PRESETS[name]
+    cache = tmp_path / "hub" / f"models--{model.replace('/', '--')}"
+    (cache / "refs").mkdir(parents=True)
+    (cache / "refs" / "main").write_text("0" * 40)
+    snapshot = cache / "snapshots" / ("0" * 40)
+    shutil.copytree(ensure_builtin(), snapshot, ignore=shutil.ignore_patterns("*.safetensors"))
+    (snapshot / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    space = load_space(name)
+    default = space.trial_config(space.baseline_params())
+    assert default.model.name_or_path == model
+    training = default.training
+    assert (training.learning_rate, training.per_device_train_batch_size, training.max_steps,
+            training.gradient_accumulation_steps) == (rate, batch, steps, accumulation)
+    assert training.precision == "bf16" and training.gradient_checkpointing
+    assert space.head.resources.gpu == 1
+    header = (SPACES_DIR / name).read_text().split("\n\n")[0]
+    assert "Expects:" in header and f"--space {name}" in header
+    for key, param in space.head.search.items():  # the default lies inside every range
+        value = space.baseline_params()[key]
+        assert value in param.choices if param.type == "categorical" else \
+            param.low <= value <= param.high, key
 
 
 @pytest.mark.parametrize("name", AFTER_A_STUDY)
