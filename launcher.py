@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="join a running Ray cluster (auto or HOST:PORT)")
     run.add_argument("--quiet", action="store_true",
                      help="print only failures and the final summary (for batch jobs)")
+    run.add_argument("--mlflow", metavar="URI",
+                     help="also send each trial to this MLflow tracking server, the study as "
+                     "a parent run (see the space's tracking section)")
 
     report = commands.add_parser(
         "report", help="write a study's report: one HTML file that opens offline")
@@ -145,12 +148,15 @@ def run_command(args: argparse.Namespace) -> int:
     check_trials(args.trials)
     request = SearchRequest(space=space, study_name=name,
                             n_trials=args.trials or space.head.study.n_trials,
-                            resume=args.resume, address=args.address, quiet=args.quiet)
+                            resume=args.resume, address=args.address, quiet=args.quiet,
+                            mlflow=args.mlflow)
     paths = StudyPaths.for_study(name)
     result = run_search(request, paths)
-    save_best(result.study, space, paths)
+    best = save_best(result.study, space, paths)
     comparisons = compare_after_search(result.storage_url, name)
     write_report(result.storage_url, name, paths.root / "report.html")
+    result.mirror.finish(result.study, best.number if best else None,
+                         [paths.best, paths.root / "report.html"])
     print("\n".join(summary_lines(result.study, space, paths, result.storage_url)))
     if comparisons:
         print("\n".join(comparisons))

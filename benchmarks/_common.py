@@ -68,6 +68,13 @@ def alternating(reps: int, variants: Sequence[str]) -> Iterator[tuple[int, str]]
             yield rep, variant
 
 
+def installed(module: str) -> bool:
+    """Whether an optional package (an extra) is importable here."""
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
 def median(values: Sequence[float]) -> float:
     finite = [v for v in values if v is not None and v == v]
     return statistics.median(finite) if finite else float("nan")

@@ -30,9 +30,17 @@ SEARCH = {
 SAMPLER_OPTIONS = {"multivariate": True, "n_startup_trials": 6}  # as in spaces/lora.yaml
 GOAL_RATIO_30S = 1.02
 GOAL_SECONDS_PER_TRIAL = 0.100
+# The launcher again with each tracker on: MLflow's own SQLite store (the client's whole cost,
+# no server between), W&B offline (run files, no network).
+TRACKERS = {
+    "mlflow": lambda folder: {"mlflow": {"uri": f"sqlite:///{folder / 'mlflow.db'}"}},
+    "wandb": lambda folder: {"wandb": {"project": "overhead", "mode": "offline"}},
+}
 
 
-def write_space(folder: Path, trials: int, seconds: float) -> Path:
+def write_space(folder: Path, trials: int, seconds: float, tracking: str | None = None) -> Path:
+    """The fixed-cost space; ``tracking`` sends its trials to MLflow or W&B too (see
+    TRACKERS)."""
     space = {
         "objective": "fixed_cost",
         "study": {"n_trials": trials, "max_concurrent_trials": 1, "seed": 0},
@@ -41,8 +49,9 @@ def write_space(folder: Path, trials: int, seconds: float) -> Path:
         "resources": {"cpu": 1, "gpu": 0},
         "cost": {"seconds": seconds},
         "search": SEARCH,
+        **({"tracking": TRACKERS[tracking](folder)} if tracking else {}),
     }
-    path = folder / f"fixed_cost_{seconds:g}s_{trials}.yaml"
+    path = folder / f"fixed_cost_{seconds:g}s_{trials}{'_' + tracking if tracking else ''}.yaml"
     path.write_text(yaml.safe_dump(space, sort_keys=False), encoding="utf-8")
     return path
 
@@ -130,15 +139,23 @@ def main() -> None:
                                    "--study", "warmup", "--quiet"])
     print(f"Ray start {ray_start:.1f} s; first search in this process (1 trial of 0.1 s) "
           f"{warmup:.1f} s")
+    trackers = [name for name in TRACKERS if _common.installed(name)]
+    for name in trackers:  # the trackers' first use (imports, the store's tables), untimed
+        _common.run_launcher(["--space", str(write_space(folder, 1, 0.1, name)),
+                              "--study", f"warmup-{name}", "--quiet"])
 
     reps: list[dict[str, Any]] = [{"rep": rep} for rep in range(args.reps)]
-    for rep, variant in _common.alternating(args.reps, ["launcher", "plain"]):
+    for rep, variant in _common.alternating(args.reps, ["launcher", "plain", *trackers]):
         if variant == "launcher":
             name = f"launcher-{rep}"
             took = _common.run_launcher(["--space", str(space_file), "--study", name, "--quiet"])
             reps[rep].update(launcher_breakdown(name, seconds, took))
-        else:
+        elif variant == "plain":
             took = plain_loop(space_file, trials, studies / f"plain-{rep}")
+        else:
+            took = _common.run_launcher(["--space", str(write_space(folder, trials, seconds,
+                                                                    variant)),
+                                         "--study", f"{variant}-{rep}", "--quiet"])
         reps[rep][f"{variant}_s"] = took
         print(f"  rep {rep} {variant:<8} {took:.2f} s", flush=True)
 
@@ -148,6 +165,8 @@ def main() -> None:
         r["launcher_per_trial_s"] = (r["launcher_s"] - sleep) / trials
         r["plain_per_trial_s"] = (r["plain_s"] - sleep) / trials
         r["ratio_30s"] = (30 + r["launcher_per_trial_s"]) / (30 + r["plain_per_trial_s"])
+        for name in trackers:
+            r[f"{name}_per_trial_s"] = (r[f"{name}_s"] - r["launcher_s"]) / trials
     med = {key: _common.median([r[key] for r in reps]) for key in reps[0] if key != "rep"}
 
     print(f"\n{trials} trials of {seconds:g} s, one at a time; median of {args.reps} "
@@ -166,6 +185,8 @@ def main() -> None:
         ["  per trial after the first (steady state), s", med["steady_per_trial_s"],
          f"<= {GOAL_SECONDS_PER_TRIAL}", med["steady_per_trial_s"] <= GOAL_SECONDS_PER_TRIAL],
         ["plain loop overhead per trial, s", med["plain_per_trial_s"], "", ""],
+        *([f"tracking cost per trial: {name} (tracked - untracked launcher) / N, s",
+           med[f"{name}_per_trial_s"], "", ""] for name in trackers),
         ["Ray start (once per process, excluded), s", ray_start, "", ""],
     ]
     print(_common.table(["figure", "value", "goal", "met"], rows))
@@ -182,6 +203,7 @@ def main() -> None:
                                            at_most=True),
         "plain_overhead_per_trial_s": med["plain_per_trial_s"],
         "ray_start_s": ray_start,
+        **{f"{name}_tracking_per_trial_s": med[f"{name}_per_trial_s"] for name in trackers},
         "first_search_in_process_s": warmup,
     }
     settings = {"trials": trials, "trial_seconds": seconds, "reps": args.reps,

@@ -41,6 +41,7 @@ from search.storage import (
     open_existing,
     open_storage,
 )
+from search.tracking import Mirror, SyncOnTrialEnd, trackers
 from search.trainable import run_trial
 from search.warm_start import earlier_studies, seed_study
 
@@ -65,6 +66,7 @@ class SearchRequest:
     resume: bool = False
     address: str | None = None
     quiet: bool = False
+    mlflow: str | None = None  # --mlflow URI: send the trials to this MLflow server too
 
 
 @dataclass
@@ -72,6 +74,7 @@ class SearchResult:
     study: optuna.Study
     storage_url: str
     paths: StudyPaths
+    mirror: Mirror  # the experiment trackers, told of the winner once the launcher has it
 
 
 def open_study(request: SearchRequest, url: str) -> tuple[optuna.Study, BaseStorage, bool]:
@@ -196,10 +199,12 @@ def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
         if elsewhere:
             print(f"trials {elsewhere} are running in another launcher (or in one that stopped "
                   f"less than {STALE_AFTER_S} s ago); they count toward the total")
+    mirror = Mirror(trackers(space.head.tracking, request.mlflow, paths), paths)
+    mirror.start(study)
     remaining = request.n_trials - finished_count(study)
     if remaining <= 0:
         print(f"study '{request.study_name}' already has {request.n_trials} finished trials")
-        return SearchResult(study, url, paths)
+        return SearchResult(study, url, paths, mirror)
 
     resources = space.head.resources
     searcher = StudySearcher(space, request.study_name, storage, paths, sampler,
@@ -228,7 +233,7 @@ def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
             name=f"{request.study_name}_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}",
             storage_path=str(paths.ray),
             verbose=0,
-            callbacks=[progress, BeatOnEachStep(searcher)],
+            callbacks=[progress, BeatOnEachStep(searcher), SyncOnTrialEnd(mirror, study)],
             # A worker that dies (killed, node lost) is restarted and its trial resumes from
             # its last checkpoint; errors in the trial's code are not retried (see trainable).
             failure_config=tune.FailureConfig(max_failures=MAX_WORKER_RESTARTS),
@@ -245,5 +250,6 @@ def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
         interrupted = searcher.interrupt_running()
         if interrupted:
             print(f"marked interrupted trials as failed: {interrupted}")
+        mirror.sync(study)
     return SearchResult(optuna.load_study(study_name=request.study_name, storage=storage),
-                        url, paths)
+                        url, paths, mirror)

@@ -209,6 +209,29 @@ def _fits(span: float, step: float) -> bool:
     return abs(ratio - round(ratio)) < 1e-9
 
 
+class MlflowSection(Section):
+    uri: str | None = Field(None, description="Tracking server (http://HOST:PORT) or store; "
+                            "default: --mlflow, else the environment's MLFLOW_TRACKING_URI.")
+    experiment: str | None = Field(None, description="MLflow experiment; default: the "
+                                   "study's name.")
+
+
+class WandbSection(Section):
+    project: str = Field("ftsearch", description="W&B project; the runs are grouped by the "
+                         "study's name.")
+    entity: str | None = None
+    mode: Literal["online", "offline"] = Field(
+        "online", description="offline: run files under studies/<name>/wandb, for `wandb "
+        "sync` later (the environment's WANDB_MODE also applies).")
+
+
+class TrackingSection(Section):
+    """Where else a search's trials appear (the study keeps them in any case)."""
+
+    mlflow: MlflowSection | None = None
+    wandb: WandbSection | None = None
+
+
 class SpaceHead(Section):
     """The generic sections every space has; the objective's sections are validated apart."""
 
@@ -219,6 +242,8 @@ class SpaceHead(Section):
     scheduler: SchedulerSection = Field(default_factory=SchedulerSection)
     resources: ResourcesSection = Field(default_factory=ResourcesSection)
     retry_on_oom: bool = False
+    tracking: TrackingSection | None = Field(None, description="Experiment trackers each "
+                                             "trial is also sent to (search.tracking).")
     search: dict[str, Param] = Field(default_factory=dict)
 
 
