@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SPACE ?= lora.yaml
 
-.PHONY: setup system-packages run test test-fast bench lint clean
+.PHONY: setup test-setup system-packages run test test-fast bench lint clean
 
 # torch first, pinned to the CPU wheel this setup is tested with; on a GPU machine install the
 # CUDA build of torch into .venv before `make setup` and it is kept.
@@ -17,6 +17,18 @@ $(BIN)/ftsearch-ready: pyproject.toml
 	touch $@
 
 setup: $(BIN)/ftsearch-ready
+
+# The tests also run the export through llama.cpp: llama-cpp-python (the [llama] extra) builds
+# from source, about 8 minutes on 2 cores, once; its wheel is kept in $(WHEELS) and reused.
+WHEELS ?= .wheels
+$(BIN)/ftsearch-test-ready: $(BIN)/ftsearch-ready
+	ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || \
+	  CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip wheel --quiet --no-deps -w $(WHEELS) \
+	    "llama-cpp-python>=0.3"
+	$(BIN)/pip install --quiet --prefer-binary --find-links $(WHEELS) -e ".[test,llama]"
+	touch $@
+
+test-setup: $(BIN)/ftsearch-test-ready
 
 # The browser for the report test and PostgreSQL for the cluster test, from Debian's packages.
 # Without root or apt-get, those tests skip and say why.
@@ -39,7 +51,7 @@ bench: setup
 	$(BIN)/python benchmarks/run_all.py $(if $(QUICK),--quick)
 
 # pytest exits 5 when it collected no test: a failure, never a silent pass.
-test: setup system-packages
+test: test-setup system-packages
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "no test ran" >&2; exit 1; fi; exit $$status

@@ -63,8 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--trial", type=int, help="trial number (default: the best complete one)")
     export.add_argument("--out", help="output folder (default: studies/<study>/export)")
     export.add_argument("--quantize",
-                        help="GGUF weight type of a causal LM: f16 (default), or q8_0 (8-bit, "
-                        "about half the size); a classifier exports as safetensors")
+                        help="GGUF weight type of a causal LM: f16 (default), q8_0 (8-bit, about "
+                        "half the size), or q4_k_m / q4_k_s (llama.cpp's 4-bit k-quants, made "
+                        "by its quantiser: the [llama] extra); a classifier exports as "
+                        "safetensors")
 
     compare = commands.add_parser(
         "compare", help="is trial A really better than B? a paired test on the test split")

@@ -224,10 +224,9 @@ class MlflowTracker(Tracker):
         metrics += [Metric(f"final/{key}" if any(key in v for _, v in trial.history) else key,
                            value, stamp, last) for key, value in trial.final.items()]
         params = [Param(key, str(value)) for key, value in trial.params.items()]
-        for start in range(0, max(len(metrics), len(params), 1), 1000):
-            self.client.log_batch(run, metrics=metrics[start:start + 1000],
-                                  params=params[start:start + 100] if start == 0 else [])
-        for start in range(100, len(params), 100):
+        for start in range(0, len(metrics), 1000):  # MLflow's limits per batch
+            self.client.log_batch(run, metrics=metrics[start:start + 1000])
+        for start in range(0, len(params), 100):
             self.client.log_batch(run, params=params[start:start + 100])
         self.client.set_terminated(run, self.STATUS[trial.state], end_time=stamp)
 

@@ -1,19 +1,20 @@
 """Export a study's winning trial for Ollama, and prove the export computes what training did.
 
 studies/<name>/export/ gets the peft adapter, the merged model (safetensors), a GGUF file of it
-(f16 or q8_0) written with the ``gguf`` package in llama.cpp's layout, a Modelfile for that
-GGUF, a Modelfile.adapter (a GGUF of the base model + the adapter) and export.json. The proof:
-the GGUF is read back with ``gguf.GGUFReader`` and with transformers' GGUF loader, whose
-logits, greedy completions and loss on held-out test prompts are compared with the merged
-model's, and the merged model is compared with base + adapter. When llama-cpp-python is
-installed, llama.cpp itself tokenizes, scores and completes the same prompts too.
+(f16 or q8_0 written with the ``gguf`` package in llama.cpp's layout; q4_k_m or q4_k_s made
+from that f16 file by llama.cpp's own quantiser), a Modelfile for that GGUF, a
+Modelfile.adapter (a GGUF of the base model + the adapter) and export.json. The proof: the
+GGUF this writer made is read back with ``gguf.GGUFReader`` and with transformers' GGUF loader,
+whose logits, greedy completions and loss on held-out test prompts are compared with the
+merged model's, and the merged model is compared with base + adapter. When llama-cpp-python is
+installed, llama.cpp itself tokenizes, scores and completes the same prompts too, and measures
+each file's size, held-out perplexity and tokens/s against the f16 file's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import importlib.util
 import io
 import json
 import math
@@ -37,7 +38,7 @@ from objectives.adapter import (
     trial_summary,
 )
 from objectives.base import DataError, FinishedTrial
-from objectives.causal_lm_lora import data
+from objectives.causal_lm_lora import data, llamacpp
 from objectives.causal_lm_lora.config import CausalLMConfig, model_config, model_path
 from objectives.trainer import quiet_transformers
 
@@ -47,12 +48,14 @@ QUANTIZATIONS = {
     "f16": (GGMLQuantizationType.F16, LlamaFileType.MOSTLY_F16),
     "q8_0": (GGMLQuantizationType.Q8_0, LlamaFileType.MOSTLY_Q8_0),
 }
+# Made by llama.cpp's own quantiser from the f16 GGUF (llama-cpp-python, the [llama] extra).
+TYPES = (*QUANTIZATIONS, *llamacpp.FILE_TYPES)
 # Largest |logit| difference between the GGUF (as transformers loads it) and the merged fp32
 # model on the held-out prompts, measured on the tiny model: f16 rounds the weights, q8_0
 # quantizes them to 8 bits. Recorded, not enforced: it grows with depth and width.
 LOGIT_TOLERANCE = {"f16": 0.05, "q8_0": 0.5}
 # Enforced for any model: the held-out perplexity may rise this much (relative) ...
-PERPLEXITY_TOLERANCE = {"f16": 0.005, "q8_0": 0.02}
+PERPLEXITY_TOLERANCE = {"f16": 0.005, "q8_0": 0.02, "q4_k_m": 0.15, "q4_k_s": 0.15}
 # ... and the GGUF must compute what the merged model computes with its weights rounded as the
 # file stores them, to float32 noise; so must the merged model against base + adapter.
 EXACT_TOLERANCE = 1e-4
@@ -89,9 +92,14 @@ def export_trial(
     RuntimeError when a round-trip check fails (export.json then records the failing figures).
     """
     quiet_transformers()
-    if quantize not in QUANTIZATIONS:
+    if quantize not in TYPES:
         raise DataError("", f"unknown quantization {quantize!r}; choose "
-                        f"{' or '.join(QUANTIZATIONS)}", source="--quantize")
+                        f"{', '.join(TYPES[:-1])} or {TYPES[-1]}", source="--quantize")
+    if quantize in llamacpp.FILE_TYPES and not llamacpp.available():
+        raise DataError("", f"{quantize} is made by llama.cpp's own quantiser: pip install "
+                        "'ftsearch[llama]' (llama-cpp-python)", source="--quantize")
+    # This writer makes f16 and q8_0; a k-quant is made from its f16 file by llama.cpp.
+    written = quantize if quantize in QUANTIZATIONS else "f16"
     sampling = _sampling_parameters(parameters)
     trial_dir = trial.trial_dir
     study_dir = trial_dir.parent.parent
@@ -115,7 +123,7 @@ def export_trial(
 
     out = Path(out_dir).resolve() if out_dir else study_dir / "export"
     name = _model_name(trial.study_name, trial.number)
-    gguf_name = f"{name}-{quantize}.gguf"
+    gguf_name, reference_name = f"{name}-{quantize}.gguf", f"{name}-f16.gguf"
     clear_earlier_export(out)
     out.mkdir(parents=True)
     shutil.copytree(adapter_dir, out / "adapter")
@@ -126,8 +134,8 @@ def export_trial(
     # Ollama's own import of a folder guesses the pre-tokenizer and ignores transformers'
     # rope_parameters, and the trial may have changed the base config (config_overrides).
     base_gguf = f"base-{quantize}.gguf"
-    _write_gguf(base, tokenizer, out / base_gguf, quantize, f"{name}-base")
-    base_check = _read_back(out / base_gguf, base, tokenizer, quantize)
+    _write_gguf(base, tokenizer, out / f"base-{written}.gguf", written, f"{name}-base")
+    base_check = _read_back(out / f"base-{written}.gguf", base, tokenizer, written)
     peft_model = PeftModel.from_pretrained(base, adapter_dir).eval()
     adapter_logits = _logits(peft_model, prompt_ids)
     peft_model.merge_and_unload().save_pretrained(out / "merged", safe_serialization=True)
@@ -140,7 +148,9 @@ def export_trial(
     merge_check = _compare(adapter_logits, merged_logits)
     merge_check["passed"] = merge_check["max_abs_logit_diff"] <= EXACT_TOLERANCE \
         and merge_check["next_tokens_match"]
-    _write_gguf(merged, tokenizer, out / gguf_name, quantize, name)
+    if llamacpp.available() and written != "f16":  # llama.cpp's figures are against f16
+        _write_gguf(merged, tokenizer, out / reference_name, "f16", name)
+    _write_gguf(merged, tokenizer, out / f"{name}-{written}.gguf", written, name)
     context = merged.config.max_position_embeddings
     (out / "Modelfile").write_text(
         _modelfile(f"./{gguf_name}", None, tokenizer, sampling, context, trial), encoding="utf-8")
@@ -148,8 +158,19 @@ def export_trial(
         _modelfile(f"./{base_gguf}", "./adapter", tokenizer, sampling, context, trial),
         encoding="utf-8")
     checks = {"merge": merge_check, "base_gguf_reader": base_check,
-              **_round_trip(out, gguf_name, merged, merged_logits, tokenizer, prompt_ids,
-                            examples, quantize)}
+              **_round_trip(out, f"{name}-{written}.gguf", merged, merged_logits, tokenizer,
+                            prompt_ids, examples, written)}
+    figures = {}
+    if llamacpp.available():
+        if quantize != written:  # the k-quant, of the merged model and of the base
+            llamacpp.quantize(out / reference_name, out / gguf_name, quantize)
+            llamacpp.quantize(out / "base-f16.gguf", out / base_gguf, quantize)
+            (out / "base-f16.gguf").unlink()
+        figures = {kind: llamacpp.figures(out / f"{name}-{kind}.gguf", examples, prompt_ids)
+                   for kind in dict.fromkeys(("f16", quantize))}
+        if quantize != "f16":
+            (out / reference_name).unlink()  # measured; the export is the quantised file
+            checks["llama_cpp_quantized"] = _quantized_check(figures, quantize, out / gguf_name)
 
     result = {
         **trial_summary(trial),
@@ -159,6 +180,7 @@ def export_trial(
         "ollama_name": name,
         "out_dir": str(out),
         "held_out_prompts": len(prompt_ids),
+        "llama_cpp": figures,
         "checks": checks,
         "passed": all(check["passed"] for check in checks.values()),
         "files": file_listing(out),
@@ -178,10 +200,12 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     gguf_check = checks["transformers_gguf"]
     loss = checks["held_out_loss"]
     size = result["files"][result["gguf"]]["bytes"]
+    # A k-quant is checked in transformers through the f16 file llama.cpp made it from.
+    checked = "" if result["quantize"] in QUANTIZATIONS else "f16 source: "
     lines = [
         f"exported trial {result['trial']} of study '{result['study']}' to {out}",
         f"    {result['gguf']}: {size / 1e6:.2f} MB ({result['quantize']})",
-        f"    max |logit diff| vs merged model: {gguf_check['max_abs_logit_diff']:.2e} "
+        f"    {checked}max |logit diff| vs merged model: {gguf_check['max_abs_logit_diff']:.2e} "
         f"(tolerance {gguf_check['tolerance']:g}); held-out perplexity "
         f"{loss['gguf']['perplexity']:.4f} vs {loss['merged']['perplexity']:.4f}",
         f"    merged vs base + adapter: {checks['merge']['max_abs_logit_diff']:.2e}",
@@ -189,6 +213,10 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     if "llama_cpp" in checks:
         lines.append(f"    llama.cpp greedy completions match: "
                      f"{checks['llama_cpp']['greedy_completions_match']}")
+    for kind, figure in result.get("llama_cpp", {}).items():
+        lines.append(f"    in llama.cpp, {kind}: {figure['bytes'] / 1e6:.2f} MB, held-out "
+                     f"perplexity {figure['perplexity']:.4f}, {figure['tokens_per_s']:.0f} "
+                     "tokens/s")
     lines += [
         f"ollama create {result['ollama_name']} -f {out / 'Modelfile'}",
         f"ollama run {result['ollama_name']}",
@@ -315,9 +343,13 @@ def _round_trip(out: Path, gguf_name: str, merged, merged_logits: list[torch.Ten
         "passed": change <= PERPLEXITY_TOLERANCE[quantize],
     }
     del gguf_model
-    if importlib.util.find_spec("llama_cpp") is not None:
-        checks["llama_cpp"] = _llama_cpp_check(out / gguf_name, tokenizer, prompt_ids,
-                                               merged_logits, reference, quantize)
+    if llamacpp.available():
+        check = llamacpp.check(out / gguf_name, tokenizer, prompt_ids, merged_logits,
+                               reference, NEW_TOKENS, _compare)
+        # llama.cpp also rounds activations (to f16, or to 8 bits for q8_0): judged on text.
+        check["passed"] = check["tokenizer_ids_match"] and (
+            quantize != "f16" or check["greedy_completions_match"])
+        checks["llama_cpp"] = check
     return checks
 
 
@@ -511,36 +543,20 @@ def _read_back(path: Path, model, tokenizer, quantize: str) -> dict[str, Any]:
     }
 
 
-def _llama_cpp_check(path: Path, tokenizer, prompt_ids: list[list[int]], merged_logits,
-                     reference: list[list[int]], quantize: str) -> dict[str, Any]:
-    """llama.cpp itself (through llama-cpp-python), as Ollama runs the file: its tokenizer on
-    the rendered prompts, its logits and greedy completions against the merged model's."""
-    from llama_cpp import Llama
-
-    llm = Llama(model_path=str(path), n_ctx=max(len(ids) for ids in prompt_ids) + NEW_TOKENS,
-                logits_all=True, verbose=False, n_threads=torch.get_num_threads())
-    tokens_match = all(
-        llm.tokenize(tokenizer.decode(ids).encode(), add_bos=False, special=True) == ids
-        for ids in prompt_ids)
-    logits, completions = [], []
-    for ids in prompt_ids:
-        llm.reset()
-        llm.eval(ids)
-        logits.append(torch.from_numpy(np.array(llm.scores[:len(ids)], dtype=np.float32)))
-        llm.reset()
-        completion: list[int] = []
-        for token in llm.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0):
-            completion.append(int(token))
-            if token == tokenizer.eos_token_id or len(completion) == NEW_TOKENS:
-                break
-        completions.append(completion)
-    llm.close()
-    check = _compare(merged_logits, logits)
-    check["tokenizer_ids_match"] = tokens_match
-    check["greedy_completions_match"] = completions == reference
-    # llama.cpp also rounds activations (to f16, or to 8 bits for q8_0): judged on greedy text.
-    check["passed"] = tokens_match and (quantize != "f16" or check["greedy_completions_match"])
-    return check
+def _quantized_check(figures: dict[str, dict[str, Any]], quantize: str,
+                     path: Path) -> dict[str, Any]:
+    """A quantised file as llama.cpp runs it, against the f16 file: the held-out perplexity
+    may rise by PERPLEXITY_TOLERANCE, and the file must be smaller. Its tensor types are
+    recorded: llama.cpp gives a tensor whose rows are not a multiple of 256 a fallback type."""
+    change = figures[quantize]["perplexity"] / figures["f16"]["perplexity"] - 1
+    types: dict[str, int] = {}
+    for tensor in gguf.GGUFReader(path).tensors:
+        types[tensor.tensor_type.name] = types.get(tensor.tensor_type.name, 0) + 1
+    return {"tensor_types": types, "perplexity_change": change,
+            "tolerance": PERPLEXITY_TOLERANCE[quantize],
+            "size_ratio": figures[quantize]["bytes"] / figures["f16"]["bytes"],
+            "passed": change <= PERPLEXITY_TOLERANCE[quantize]
+            and figures[quantize]["bytes"] < figures["f16"]["bytes"]}
 
 
 def _modelfile(source: str, adapter: str | None, tokenizer, sampling: dict[str, Any],

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import re
 import shutil
 from pathlib import Path
 
+import gguf
 import optuna
 import pytest
 import yaml
@@ -18,7 +18,7 @@ from transformers import AutoTokenizer, GPT2Config
 
 from objectives.base import DataError, TrialContext
 from objectives.causal_lm_lora import CausalLMConfig, CausalLMLoRA
-from objectives.causal_lm_lora.export import LOGIT_TOLERANCE
+from objectives.causal_lm_lora.export import LOGIT_TOLERANCE, PERPLEXITY_TOLERANCE
 from search.errors import InputError
 from search.storage import ResolvedStudy, StudyPaths, resolve_study
 from tests.fakes import Recorder
@@ -90,6 +90,8 @@ def exports(study: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     return {
         "f16": export_trial(study, None, None, "f16", parameters=PARAMETERS),
         "q8_0": export_trial(study, 0, out / "q8", "q8_0"),
+        "q4_k_m": export_trial(study, 0, out / "q4_k_m", "q4_k_m"),
+        "q4_k_s": export_trial(study, 0, out / "q4_k_s", "q4_k_s"),
     }
 
 
@@ -109,9 +111,15 @@ def test_f16_round_trip_matches_the_merged_model(exports: dict[str, dict]) -> No
     assert gguf["next_tokens_match"] and gguf["greedy_completions_match"]
     assert gguf["tokenizer_ids_match"]
     assert abs(checks["held_out_loss"]["perplexity_change"]) < 0.005
-    if importlib.util.find_spec("llama_cpp"):
-        assert checks["llama_cpp"]["tokenizer_ids_match"]
-        assert checks["llama_cpp"]["greedy_completions_match"]
+    # llama.cpp itself, as Ollama runs the file: the same tokens and the same greedy answers.
+    assert checks["llama_cpp"]["tokenizer_ids_match"]
+    assert checks["llama_cpp"]["greedy_completions_match"]
+    assert list(result["llama_cpp"]) == ["f16"]
+    figure = result["llama_cpp"]["f16"]
+    assert figure["bytes"] == result["files"][result["gguf"]]["bytes"]
+    assert figure["perplexity"] == pytest.approx(
+        checks["held_out_loss"]["gguf"]["perplexity"], rel=0.01)  # llama.cpp ~ transformers
+    assert figure["tokens_per_s"] > 0
 
 
 def test_q8_0_round_trip_is_close_and_smaller(exports: dict[str, dict]) -> None:
@@ -125,6 +133,55 @@ def test_q8_0_round_trip_is_close_and_smaller(exports: dict[str, dict]) -> None:
     q8_ppl = q8["checks"]["held_out_loss"]["gguf"]["perplexity"]
     assert abs(q8_ppl - f16_ppl) / f16_ppl < 0.02
     assert q8["files"][q8["gguf"]]["bytes"] < 0.6 * f16["files"][f16["gguf"]]["bytes"]
+
+
+@pytest.mark.parametrize("kind", ["q8_0", "q4_k_m", "q4_k_s"])
+def test_every_type_is_measured_in_llama_cpp_against_f16(exports: dict[str, dict],
+                                                         kind: str) -> None:
+    result = exports[kind]
+    assert result["passed"], result["checks"]
+    assert list(result["llama_cpp"]) == ["f16", kind]
+    f16, quantised = result["llama_cpp"]["f16"], result["llama_cpp"][kind]
+    assert quantised["bytes"] == result["files"][result["gguf"]]["bytes"] < f16["bytes"]
+    assert quantised["perplexity"] <= f16["perplexity"] * (1 + PERPLEXITY_TOLERANCE[kind])
+    assert quantised["tokens_per_s"] > 0
+    out = Path(result["out_dir"])
+    assert result["gguf"] == f"tiny-trial0-{kind}.gguf"
+    # The f16 file was the reference only; the Modelfiles name the quantised files.
+    assert sorted(p.name for p in out.glob("*.gguf")) == [f"base-{kind}.gguf", result["gguf"]]
+    assert ("FROM", f"./{result['gguf']}") in parse_modelfile(out / "Modelfile")
+    assert ("FROM", f"./base-{kind}.gguf") in parse_modelfile(out / "Modelfile.adapter")
+
+
+def test_a_k_quant_is_llama_cpps_own_and_it_generates_from_it(exports: dict[str, dict]) -> None:
+    from llama_cpp import Llama
+
+    result = exports["q4_k_m"]
+    path = Path(result["out_dir"]) / result["gguf"]
+    types = {tensor.tensor_type.name for tensor in gguf.GGUFReader(path).tensors}
+    # The tiny model's rows (128, 352) are not multiples of 256: llama.cpp's fallbacks.
+    assert types == {"Q5_0", "Q8_0", "F32"}, types
+    assert result["checks"]["llama_cpp_quantized"]["tensor_types"] == {"Q5_0": 12, "F32": 5,
+                                                                      "Q8_0": 3}
+    assert result["checks"]["llama_cpp_quantized"]["size_ratio"] < 0.6
+    llm = Llama(model_path=str(path), n_ctx=128, verbose=False)
+    try:
+        text = llm.create_completion("<|user|>\nClassify: shares rose 5%.<|end|>\n"
+                                     "<|assistant|>\n", max_tokens=8, temperature=0.0)
+    finally:
+        llm.close()
+    assert text["usage"]["completion_tokens"] > 0
+
+
+def test_a_type_without_llama_cpp_names_the_package(study: Path, tmp_path: Path,
+                                                    monkeypatch) -> None:
+    from objectives.causal_lm_lora import llamacpp
+
+    monkeypatch.setattr(llamacpp, "available", lambda: False)
+    with pytest.raises(DataError, match=r"q4_k_m is made by llama.cpp's own quantiser: pip "
+                       r"install 'ftsearch\[llama\]' \(llama-cpp-python\)"):
+        export_trial(study, None, tmp_path / "x", "q4_k_m")
+    assert not (tmp_path / "x").exists()
 
 
 def test_export_folder_holds_adapter_merged_model_and_record(
@@ -210,20 +267,31 @@ def test_modelfiles_follow_ollama_syntax(study: Path, exports: dict[str, dict],
     assert set(re.findall(r"\.(\w+)", template)) <= TEMPLATE_VARIABLES
 
 
-def test_template_renders_the_training_chat_format(study: Path) -> None:
+def test_template_renders_the_training_chat_format(study: Path, exports: dict) -> None:
+    from llama_cpp import Llama
+
     (template,) = [value for command, value in parse_modelfile(study / "export" / "Modelfile")
                    if command == "TEMPLATE"]
     tokenizer = AutoTokenizer.from_pretrained(study / "export" / "merged")
+    llm = Llama(model_path=str(study / "export" / exports["f16"]["gguf"]), vocab_only=True,
+                verbose=False)
     for messages in (
         [{"role": "user", "content": "Classify: shares rose 5%."}],
         [{"role": "system", "content": "Answer in one word."},
          {"role": "user", "content": "Line one\nline two"},
          {"role": "assistant", "content": "positive"},
          {"role": "user", "content": "And now?"}],
+        [{"role": "system", "content": "用一个词回答。"},
+         {"role": "user", "content": "股价上涨了5%，情绪如何？"},
+         {"role": "assistant", "content": "积极"},
+         {"role": "user", "content": "那么“亏损扩大”呢？"}],
     ):
         expected = tokenizer.apply_chat_template(messages, tokenize=False,
                                                  add_generation_prompt=True)
         assert render(template, messages) == expected
+        # ... and the exported GGUF's tokenizer, in llama.cpp, splits it as the model's does.
+        assert llm.tokenize(expected.encode(), add_bos=False, special=True) == \
+            tokenizer(expected, add_special_tokens=False)["input_ids"]
 
 
 def test_unsupported_architecture_is_refused_before_writing(study: Path, tmp_path: Path) -> None:
