@@ -33,7 +33,8 @@ GOAL_SECONDS_PER_TRIAL = 0.100
 # The launcher again with each tracker on: MLflow's own SQLite store (the client's whole cost,
 # no server between), W&B offline (run files, no network).
 TRACKERS = {
-    "mlflow": lambda folder: {"mlflow": {"uri": f"sqlite:///{folder / 'mlflow.db'}"}},
+    "mlflow": lambda folder: {"mlflow": {"uri": f"sqlite:///{folder / 'mlflow.db'}",
+                                         "artifact_location": str(folder / "mlflow")}},
     "wandb": lambda folder: {"wandb": {"project": "overhead", "mode": "offline"}},
 }
 

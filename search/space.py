@@ -214,6 +214,9 @@ class MlflowSection(Section):
                             "default: --mlflow, else the environment's MLFLOW_TRACKING_URI.")
     experiment: str | None = Field(None, description="MLflow experiment; default: the "
                                    "study's name.")
+    artifact_location: str | None = Field(None, description="Where a new experiment keeps "
+                                          "its artifacts; default: the server's choice (for a "
+                                          "local store, ./mlruns).")
 
 
 class WandbSection(Section):

@@ -170,7 +170,8 @@ class MlflowTracker(Tracker):
     name = "MLflow"
     STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
-    def __init__(self, uri: str, experiment: str | None) -> None:
+    def __init__(self, uri: str, experiment: str | None,
+                 artifact_location: str | None = None) -> None:
         # A server that stops answering costs seconds, not the minutes of MLflow's retries.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -180,7 +181,7 @@ class MlflowTracker(Tracker):
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         from mlflow.tracking import MlflowClient
 
-        self.uri, self.experiment = uri, experiment
+        self.uri, self.experiment, self.artifact_location = uri, experiment, artifact_location
         self.client = MlflowClient(tracking_uri=uri)
         self.name = f"MLflow at {uri}"
         self.parent = ""
@@ -190,7 +191,7 @@ class MlflowTracker(Tracker):
         name = self.experiment or study.study_name
         found = self.client.get_experiment_by_name(name)
         self.experiment_id = found.experiment_id if found else self.client.create_experiment(
-            name)
+            name, artifact_location=self.artifact_location)
         parents = self.client.search_runs(
             [self.experiment_id], f"tags.`ftsearch.study` = '{study.study_name}' and "
             "tags.`ftsearch.role` = 'study'", max_results=1)
@@ -300,7 +301,8 @@ def trackers(section: TrackingSection | None, mlflow_uri: str | None,
         uri = mlflow_uri or (mlflow.uri if mlflow else None) or \
             os.environ.get("MLFLOW_TRACKING_URI")
         if uri:
-            chosen.append(MlflowTracker(uri, mlflow.experiment if mlflow else None))
+            chosen.append(MlflowTracker(uri, mlflow.experiment if mlflow else None,
+                                        mlflow.artifact_location if mlflow else None))
         else:
             print("warning: tracking: MLflow has no tracking URI (tracking.mlflow.uri, --mlflow "
                   "or MLFLOW_TRACKING_URI); the study keeps every result", file=sys.stderr)
