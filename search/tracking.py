@@ -179,15 +179,15 @@ class MlflowTracker(Tracker):
         # INFO lines of MLflow's on stderr (a new SQLite store announces its tables).
         logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
         logging.getLogger("mlflow").setLevel(logging.WARNING)
-        from mlflow.tracking import MlflowClient
-
         self.uri, self.experiment, self.artifact_location = uri, experiment, artifact_location
-        self.client = MlflowClient(tracking_uri=uri)
         self.name = f"MLflow at {uri}"
         self.parent = ""
         self.experiment_id = ""
 
     def start(self, study: optuna.Study) -> set[int]:
+        from mlflow.tracking import MlflowClient  # not installed: the Mirror's one warning
+
+        self.client = MlflowClient(tracking_uri=self.uri)
         name = self.experiment or study.study_name
         found = self.client.get_experiment_by_name(name)
         self.experiment_id = found.experiment_id if found else self.client.create_experiment(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import optuna
@@ -14,7 +15,7 @@ from optuna.trial import TrialState, create_trial
 
 from search.history import WARM_START
 from search.storage import StudyPaths
-from search.tracking import Mirror, Tracker, TrialRecord, record
+from search.tracking import Mirror, MlflowTracker, Tracker, TrialRecord, record
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -105,3 +106,15 @@ def test_a_failing_tracker_is_one_warning_and_is_left_alone(study, capsys):
     assert capsys.readouterr().err.splitlines() == [
         "warning: tracking: listening failed (ConnectionError: server gone); no more trials go "
         "there, the study keeps every result"]
+
+
+def test_a_tracker_whose_package_is_missing_is_one_warning(study, monkeypatch, capsys):
+    study, paths = study
+    monkeypatch.setitem(sys.modules, "mlflow.tracking", None)  # as if not installed
+    mirror = Mirror([MlflowTracker("http://127.0.0.1:9", None)], paths)
+    mirror.start(study)
+    mirror.sync(study)
+    assert mirror.trackers == []
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("warning: tracking: MLflow at http://127.0.0.1:9 failed "
+                           "(ModuleNotFoundError: ")
