@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -33,6 +34,19 @@ TEMPLATE_VARIABLES = {"System", "Prompt", "Response", "Suffix", "Messages", "Rol
                       "Thinking", "ToolCalls", "Function", "Name", "Arguments", "Tools", "Think",
                       "ThinkLevel", "IsThinkSet"}
 PARAMETERS = {"temperature": 0.7, "seed": 7}
+# Conversations the Modelfile's TEMPLATE must render as the chat template does: one turn; a
+# system prompt and several turns; the same in Chinese.
+CHATS = (
+    [{"role": "user", "content": "Classify: shares rose 5%."}],
+    [{"role": "system", "content": "Answer in one word."},
+     {"role": "user", "content": "Line one\nline two"},
+     {"role": "assistant", "content": "positive"},
+     {"role": "user", "content": "And now?"}],
+    [{"role": "system", "content": "用一个词回答。"},
+     {"role": "user", "content": "股价上涨了5%，情绪如何？"},
+     {"role": "assistant", "content": "积极"},
+     {"role": "user", "content": "那么“亏损扩大”呢？"}],
+)
 
 
 def export_trial(study_dir: Path, trial: int | None = None, out: Path | None = None,
@@ -164,12 +178,9 @@ def test_a_k_quant_is_llama_cpps_own_and_it_generates_from_it(exports: dict[str,
     assert result["checks"]["llama_cpp_quantized"]["tensor_types"] == {"Q5_0": 12, "F32": 5,
                                                                       "Q8_0": 3}
     assert result["checks"]["llama_cpp_quantized"]["size_ratio"] < 0.6
-    llm = Llama(model_path=str(path), n_ctx=128, verbose=False)
-    try:
+    with contextlib.closing(Llama(model_path=str(path), n_ctx=128, verbose=False)) as llm:
         text = llm.create_completion("<|user|>\nClassify: shares rose 5%.<|end|>\n"
                                      "<|assistant|>\n", max_tokens=8, temperature=0.0)
-    finally:
-        llm.close()
     assert text["usage"]["completion_tokens"] > 0
 
 
@@ -273,25 +284,16 @@ def test_template_renders_the_training_chat_format(study: Path, exports: dict) -
     (template,) = [value for command, value in parse_modelfile(study / "export" / "Modelfile")
                    if command == "TEMPLATE"]
     tokenizer = AutoTokenizer.from_pretrained(study / "export" / "merged")
-    llm = Llama(model_path=str(study / "export" / exports["f16"]["gguf"]), vocab_only=True,
-                verbose=False)
-    for messages in (
-        [{"role": "user", "content": "Classify: shares rose 5%."}],
-        [{"role": "system", "content": "Answer in one word."},
-         {"role": "user", "content": "Line one\nline two"},
-         {"role": "assistant", "content": "positive"},
-         {"role": "user", "content": "And now?"}],
-        [{"role": "system", "content": "用一个词回答。"},
-         {"role": "user", "content": "股价上涨了5%，情绪如何？"},
-         {"role": "assistant", "content": "积极"},
-         {"role": "user", "content": "那么“亏损扩大”呢？"}],
-    ):
-        expected = tokenizer.apply_chat_template(messages, tokenize=False,
-                                                 add_generation_prompt=True)
-        assert render(template, messages) == expected
-        # ... and the exported GGUF's tokenizer, in llama.cpp, splits it as the model's does.
-        assert llm.tokenize(expected.encode(), add_bos=False, special=True) == \
-            tokenizer(expected, add_special_tokens=False)["input_ids"]
+    # Closed before the interpreter exits: llama-cpp-python cannot free it during shutdown.
+    with contextlib.closing(Llama(model_path=str(study / "export" / exports["f16"]["gguf"]),
+                                  vocab_only=True, verbose=False)) as llm:
+        for messages in CHATS:
+            expected = tokenizer.apply_chat_template(messages, tokenize=False,
+                                                     add_generation_prompt=True)
+            assert render(template, messages) == expected
+            # ... and the exported GGUF's tokenizer, in llama.cpp, splits it as the model's.
+            assert llm.tokenize(expected.encode(), add_bos=False, special=True) == \
+                tokenizer(expected, add_special_tokens=False)["input_ids"]
 
 
 def test_unsupported_architecture_is_refused_before_writing(study: Path, tmp_path: Path) -> None:
