@@ -134,6 +134,8 @@ class Mirror:
 
     def sync(self, study: optuna.Study) -> None:
         """Send every finished trial of this study a tracker does not have yet."""
+        if not self.trackers:  # none configured (or all failed): the study is read no more
+            return
         trials = [t for t in study.get_trials(deepcopy=False, states=tuple(STATES))
                   if not is_added(t)]
         for tracker in list(self.trackers):
