@@ -68,7 +68,9 @@ def build_sampler(space: SearchSpace, history: int = 0) -> optuna.samplers.BaseS
             sampler = cls(**options)
     except Exception as error:  # noqa: BLE001 - any option the sampler cannot take is input
         raise InputError(space.source, "sampler.options", str(error).splitlines()[0]) from None
-    return FirstObjectiveCurves(sampler) if space.head.study.multi else sampler
+    if space.head.study.multi:
+        sampler = FirstObjectiveCurves(sampler)
+    return InOrder(sampler) if space.head.study.reproducible else sampler
 
 
 class _FirstDirection:
@@ -86,7 +88,57 @@ class _FirstDirection:
         return getattr(self._study, name)
 
 
-class FirstObjectiveCurves(BaseSampler):
+class _Visible:
+    """A study as a sampler sees it when only some finished trials may count: its trial lists
+    hold those trials (by number) alone; all else is the study's."""
+
+    def __init__(self, study: optuna.Study, numbers: frozenset[int]) -> None:
+        self._study, self._numbers = study, numbers
+
+    def get_trials(self, *args: Any, **kwargs: Any) -> list:
+        return [t for t in self._study.get_trials(*args, **kwargs) if t.number in self._numbers]
+
+    def _get_trials(self, *args: Any, **kwargs: Any) -> list:
+        return [t for t in self._study._get_trials(*args, **kwargs) if t.number in self._numbers]
+
+    @property
+    def trials(self) -> list:
+        return self.get_trials()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+
+class _SamplerOnView(BaseSampler):
+    """A sampler that hands its inner sampler a view of the study (``view``) in every call."""
+
+    def __init__(self, inner: BaseSampler) -> None:
+        self.inner = inner
+
+    def view(self, study: optuna.Study) -> Any:
+        raise NotImplementedError
+
+    def infer_relative_search_space(self, study, trial):
+        return self.inner.infer_relative_search_space(self.view(study), trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self.inner.sample_relative(self.view(study), trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.inner.sample_independent(self.view(study), trial, param_name,
+                                             param_distribution)
+
+    def before_trial(self, study, trial) -> None:
+        self.inner.before_trial(self.view(study), trial)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.inner.after_trial(self.view(study), trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+
+
+class FirstObjectiveCurves(_SamplerOnView):
     """A sampler of a multi-objective study whose PRUNED trials carry learning curves.
 
     Optuna's samplers assume a multi-objective study has no intermediate values: TPE ranks
@@ -95,24 +147,21 @@ class FirstObjectiveCurves(BaseSampler):
     direction to rank them in: the sampler sees the study with it (tests/search/
     test_samplers.py pins Optuna's behaviour)."""
 
+    def view(self, study: optuna.Study) -> Any:
+        return _FirstDirection(study)
+
+
+class InOrder(_SamplerOnView):
+    """A sampler that sees only the finished trials it is told to (``visible``), whatever else
+    has finished by the time it is asked.
+
+    The searcher of a reproducible search (``study.reproducible``) shows it, for the trial it
+    asks for, the same trials in every run; a seeded sampler then makes the same choices.
+    """
+
     def __init__(self, inner: BaseSampler) -> None:
-        self.inner = inner
+        super().__init__(inner)
+        self.visible: frozenset[int] = frozenset()
 
-    def infer_relative_search_space(self, study, trial):
-        return self.inner.infer_relative_search_space(_FirstDirection(study), trial)
-
-    def sample_relative(self, study, trial, search_space):
-        return self.inner.sample_relative(_FirstDirection(study), trial, search_space)
-
-    def sample_independent(self, study, trial, param_name, param_distribution):
-        return self.inner.sample_independent(_FirstDirection(study), trial, param_name,
-                                             param_distribution)
-
-    def before_trial(self, study, trial) -> None:
-        self.inner.before_trial(_FirstDirection(study), trial)
-
-    def after_trial(self, study, trial, state, values) -> None:
-        self.inner.after_trial(_FirstDirection(study), trial, state, values)
-
-    def reseed_rng(self) -> None:
-        self.inner.reseed_rng()
+    def view(self, study: optuna.Study) -> Any:
+        return _Visible(study, self.visible)

@@ -6,6 +6,7 @@ to its end), a trial at its last evaluation (its final report follows) and a fin
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from ray.tune.schedulers import (
@@ -14,6 +15,7 @@ from ray.tune.schedulers import (
     MedianStoppingRule,
     TrialScheduler,
 )
+from ray.tune.schedulers.async_hyperband import _Bracket
 
 from objectives.base import LAST_EVALUATION, OUTCOME, STEP
 from search.errors import InputError
@@ -21,6 +23,7 @@ from search.space import SearchSpace
 
 TIME_ATTR = STEP  # trials report the optimizer step; rungs and grace periods count in it
 BASELINE = "baseline"  # set in the config Ray holds for the untuned trial
+ORDER = "order"  # in a reproducible search, a trial's place in the order trials were asked
 
 
 class _Protect:
@@ -50,11 +53,45 @@ class ProtectedMedian(_Protect, MedianStoppingRule):
         self._stopped_trials.discard(trial)
 
 
+class _Settled(_Bracket):
+    """ASHA's bracket, with the k-th trial's rung cutoff taken over the trials asked before
+    the (k - window + 1)-th only: a reproducible search starts the k-th trial once all of
+    those have ended (search.searcher), so the decision is the same whichever running trial
+    reaches a rung first (study.reproducible)."""
+
+    def __init__(self, window: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._window = window
+        self._order: dict[str, int] = {}
+        self._current = 0
+
+    def on_result(self, trial: Any, cur_iter: int, cur_rew: float | None) -> str:
+        self._current = self._order[trial.trial_id] = trial.config[ORDER]
+        return super().on_result(trial, cur_iter, cur_rew)
+
+    def cutoff(self, recorded: dict[str, float]) -> float | None:
+        return super().cutoff({trial_id: value for trial_id, value in recorded.items()
+                               if self._order[trial_id] <= self._current - self._window})
+
+
+class ReproducibleASHA(ProtectedASHA):
+    def __init__(self, window: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # ASHA keeps its brackets in a private list, made in its __init__ with these same
+        # arguments (one bracket: brackets=1); pinned by tests/search/test_schedulers.py.
+        self._brackets = [_Settled(window, min_t=kwargs["grace_period"], max_t=kwargs["max_t"],
+                                   reduction_factor=kwargs["reduction_factor"], s=0)]
+
+
 def build_scheduler(space: SearchSpace) -> TrialScheduler:
     section, study = space.head.scheduler, space.head.study
     mode = "min" if study.direction == "minimize" else "max"
     if section.name == "none":
         return FIFOScheduler()
+    if section.name == "median" and study.reproducible:
+        raise InputError(space.source, "scheduler.name", "the median rule compares a trial "
+                         "with whatever the others have reported by then, so a reproducible "
+                         "search cannot use it: use asha or none")
     if section.name == "median":
         return ProtectedMedian(time_attr=TIME_ATTR, metric=study.metric, mode=mode,
                                grace_period=section.grace_period, min_samples_required=3)
@@ -67,6 +104,8 @@ def build_scheduler(space: SearchSpace) -> TrialScheduler:
                          f"{section.grace_period} must be below max_t ({max_t})")
     # ASHA stops any trial whose step reaches max_t; one step more lets a full-length trial
     # end by itself (and its last evaluation is protected above).
-    return ProtectedASHA(time_attr=TIME_ATTR, metric=study.metric, mode=mode, max_t=max_t + 1,
+    asha = (partial(ReproducibleASHA, window=study.max_concurrent_trials) if study.reproducible
+            else ProtectedASHA)
+    return asha(time_attr=TIME_ATTR, metric=study.metric, mode=mode, max_t=max_t + 1,
                          grace_period=section.grace_period,
                          reduction_factor=section.reduction_factor)

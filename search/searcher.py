@@ -25,7 +25,8 @@ from objectives.base import ATTRS, OUTCOME, STEP, TEST_FIGURE, finite
 from search.distributions import DefineByRun, grid_points
 from search.heartbeat import INTERRUPTED, Heartbeat, NoHeartbeat, fail_interrupted, is_counted
 from search.outcome import outcome
-from search.schedulers import BASELINE
+from search.samplers import InOrder
+from search.schedulers import BASELINE, ORDER
 from search.space import SearchSpace
 from search.storage import StudyPaths
 
@@ -70,6 +71,12 @@ class StudySearcher(OptunaSearch):
         self._budget, self._deadline = time_budget_s, None
         self._grid = (grid_points(space.head.search) if space.head.sampler.name == "grid"
                       else None)
+        # A reproducible search asks its trials in a fixed order (see _may_ask): the numbers
+        # of its trials in the order asked, and those that had finished before the first.
+        self._in_order = sampler if isinstance(sampler, InOrder) else None
+        self._window = study.max_concurrent_trials
+        self._asked: list[int] = []
+        self._before: frozenset[int] = frozenset()
 
     # --- Ray's OptunaSearch keeps its study, its live trials and the ids it has finished
     # as private attributes, with no public API; they are read here only (pinned by
@@ -114,6 +121,8 @@ class StudySearcher(OptunaSearch):
             return None
         if self._grid is not None and not self._enqueue_grid_point(trials):
             return Searcher.FINISHED
+        if not self._may_ask():
+            return None
         with warnings.catch_warnings():
             # The untuned baseline runs with its fixed values, which a float or int range need
             # not hold (the search looks elsewhere on purpose): accepted, not warned about.
@@ -123,6 +132,8 @@ class StudySearcher(OptunaSearch):
         if params is None or params == Searcher.FINISHED:
             return params
         trial = self.live_trial(trial_id)
+        order = len(self._asked)
+        self._asked.append(trial.number)
         self.heartbeat.start(trial)
         # A retry (after running out of memory) keeps the params and changes how it runs.
         overrides = trial.user_attrs.get("overrides", {})
@@ -131,7 +142,26 @@ class StudySearcher(OptunaSearch):
         trial.set_user_attr("trial_dir", str(self.paths.trial_dir(trial.number)))
         trial.set_user_attr("ray_trial_id", trial_id)
         return {"trial_number": trial.number, "params": params, "overrides": overrides,
-                BASELINE: bool(trial.user_attrs.get(BASELINE))}
+                BASELINE: bool(trial.user_attrs.get(BASELINE)),
+                **({ORDER: order} if self._in_order else {})}
+
+    def _may_ask(self) -> bool:
+        """Whether the next trial may be asked for now. Always, unless the search is
+        reproducible: then the k-th trial asked waits until every trial asked before the
+        (k - max_concurrent_trials + 1)-th has ended, and the sampler sees only those and the
+        trials finished before the search began. Each run thus asks the sampler the same
+        questions in the same order, whichever trial ends first; the cost is a core idle when
+        a later trial ends before an earlier one."""
+        if self._in_order is None:
+            return True
+        if not self._asked:
+            self._before = frozenset(t.number for t in self.study.get_trials(deepcopy=False)
+                                     if t.state.is_finished())
+        settled = frozenset(self._asked[:max(0, len(self._asked) - self._window + 1)])
+        if any(t.number in settled for t in self.running()):
+            return False
+        self._in_order.visible = self._before | settled
+        return True
 
     def _enqueue_grid_point(self, trials: list[FrozenTrial]) -> bool:
         """Make sure a grid point waits to be tried: the next one that no trial of the study

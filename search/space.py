@@ -57,6 +57,11 @@ class StudySection(Section):
         None, gt=0, description="Seconds after the first trial starts in which trials may start; "
         "running ones then finish.")
     seed: int = 0
+    reproducible: bool = Field(
+        False, description="The same seed and space give the same trials and best value, also "
+        "with concurrent trials: each trial is asked for once the trials asked "
+        "max_concurrent_trials or more places before it have ended, and the sampler and ASHA "
+        "see those alone (see search.searcher).")
     warm_start: list[str] = Field(
         default_factory=list, description="Earlier studies (by name) of the same metrics "
         "whose finished trials join the sampler's history, and whose best configurations run "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import shutil
 import time
 from pathlib import Path
@@ -60,6 +61,9 @@ class FakeSection(BaseModel):
     behaviour: Literal["complete", "prune", "nan", "raise", "oom"] = "complete"
     batch_size: int = Field(8, gt=0)
     step_seconds: float = Field(0.0, ge=0)
+    # Up to this many seconds more per evaluation, drawn afresh in every run: which of two
+    # concurrent trials ends first then differs from run to run.
+    jitter_seconds: float = Field(0.0, ge=0)
     data: str | None = None
 
 
@@ -104,7 +108,8 @@ class FakeObjective(Objective):
             raise OutOfMemoryError("CUDA out of memory (fake)")
         step = 0
         for step in range(fake.eval_steps, fake.max_steps + 1, fake.eval_steps):
-            time.sleep(fake.step_seconds * fake.eval_steps)
+            time.sleep(fake.step_seconds * fake.eval_steps
+                       + random.SystemRandom().uniform(0, fake.jitter_seconds))
             value = math.nan if fake.behaviour == "nan" else loss(fake, step)
             context.report({"step": step, "eval_loss": value, "eval_accuracy": 1 / (1 + value),
                             "last_evaluation": step + fake.eval_steps > fake.max_steps})

@@ -12,7 +12,7 @@ import yaml
 
 from search.distributions import DefineByRun, grid_points
 from search.errors import InputError
-from search.samplers import SAMPLERS, build_sampler
+from search.samplers import SAMPLERS, InOrder, build_sampler
 from search.space import SearchSpace, load_space
 from tests.conftest import DATA
 from tests.fakes import register_fake
@@ -182,3 +182,45 @@ def test_multi_objective_samplers_rank_pruned_trials_by_the_first_metric(tmp_pat
         sampler.inner._n_startup_trials = 2
     study = multi_objective_with_curves(sampler)
     assert len(study.trials) == 14 and len(study.best_trials) >= 1
+
+
+def test_a_reproducible_search_samples_from_the_trials_it_is_shown(tmp_path: Path) -> None:
+    space = fake_space(tmp_path, "tpe", n_startup_trials=2)
+    raw = yaml.safe_load(space.source.read_text())
+    raw["study"]["reproducible"] = True
+    space.source.write_text(yaml.safe_dump(raw))
+    space = load_space(str(space.source))
+
+    def ask(study: optuna.Study, value: float | None = None) -> optuna.Trial:
+        trial = study.ask()
+        DefineByRun(space.head.search)(trial)
+        if value is not None:
+            study.tell(trial, value)
+        return trial
+
+    sampler = build_sampler(space)
+    assert isinstance(sampler, InOrder)
+    assert type(sampler.inner) is optuna.samplers.TPESampler
+    study = optuna.create_study(sampler=sampler)
+    for value in (0.5, 0.1, 0.9):
+        ask(study, value)
+    sampler.visible = frozenset({0, 1, 2})
+    ask(study, 0.0)  # ends before the next is asked, but is not among the trials shown
+    seen = sampler.view(study)
+    assert [t.number for t in seen.get_trials(deepcopy=False)] == [0, 1, 2]
+    assert [t.number for t in seen._get_trials(deepcopy=False, use_cache=True)] == [0, 1, 2]
+    assert [t.number for t in seen.trials] == [0, 1, 2]
+    following = ask(study)
+    # A run in which that trial had not ended yet proposes the same next trial.
+    again = optuna.create_study(sampler=build_sampler(space))
+    for value in (0.5, 0.1, 0.9):
+        ask(again, value)
+    again.sampler.visible = frozenset({0, 1, 2})
+    ask(again)  # still running
+    assert ask(again).params == following.params
+    # Had the sampler been shown the trial that ended, it would have proposed another.
+    shown = optuna.create_study(sampler=build_sampler(space))
+    for value in (0.5, 0.1, 0.9, 0.0):
+        ask(shown, value)
+    shown.sampler.visible = frozenset(range(4))
+    assert ask(shown).params != following.params

@@ -17,7 +17,7 @@ from ray.tune.schedulers import (
 )
 
 from search.errors import InputError
-from search.schedulers import ProtectedASHA, ProtectedMedian, build_scheduler
+from search.schedulers import ProtectedASHA, ProtectedMedian, ReproducibleASHA, build_scheduler
 from search.space import SearchSpace, load_space
 from tests.conftest import DATA
 from tests.fakes import register_fake
@@ -239,3 +239,41 @@ def test_a_protected_trial_reports_again_after_the_median_rule_would_have_stoppe
     except AssertionError as error:
         raise SchedulerCrashed(repr(error)) from error
     assert decision == CONTINUE
+
+
+class OrderedTrial(FakeTrial):
+    """A trial of a reproducible search: its config holds its place in the order asked."""
+
+    def __init__(self, trial_id: str, order: int) -> None:
+        super().__init__(trial_id)
+        self.config = {**self.config, "order": order}
+
+
+def test_a_reproducible_search_gets_asha_that_compares_with_settled_trials_only(
+        tmp_path: Path) -> None:
+    scheduler = build_scheduler(fake_space(tmp_path, study={"reproducible": True,
+                                                           "max_concurrent_trials": 2}))
+    assert type(scheduler) is ReproducibleASHA
+    assert [milestone for milestone, _ in scheduler._brackets[0]._rungs] == [30, 10]
+    # The first two run together: neither is compared with the other, whichever is first.
+    first, second = OrderedTrial("a", 0), OrderedTrial("b", 1)
+    assert asha_rung(scheduler, [first, second], 10, [1.0, 9.0]) == [CONTINUE, CONTINUE]
+    # The third started once the first had ended, so is compared with it alone: its loss
+    # 0.5 is better. The fourth is compared with the first two (a loss above the better
+    # third, 9 - (9 - 1) * 2/3 = 3.67, stops), not with the third, which ran beside it.
+    third, fourth = OrderedTrial("c", 2), OrderedTrial("d", 3)
+    assert asha_rung(scheduler, [third, fourth], 10, [0.5, 3.0]) == [CONTINUE, CONTINUE]
+    fifth = OrderedTrial("e", 4)  # compared with the first three: 3.0 is now too high
+    assert asha_rung(scheduler, [fifth], 10, [3.0]) == [STOP]
+    # Plain ASHA compares with whatever reported first: the second, the fourth stop.
+    plain = plain_asha()
+    trials = [FakeTrial(name) for name in "abcd"]
+    assert asha_rung(plain, trials, 10, [1.0, 9.0, 0.5, 3.0]) == [CONTINUE, STOP, CONTINUE,
+                                                                  STOP]
+
+
+def test_the_median_rule_is_refused_in_a_reproducible_search(tmp_path: Path) -> None:
+    with pytest.raises(InputError) as caught:
+        build_scheduler(fake_space(tmp_path, scheduler={"name": "median"},
+                                   study={"reproducible": True}))
+    assert caught.value.field == "scheduler.name"
