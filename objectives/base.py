@@ -135,6 +135,10 @@ class TrialContext:
     # The untuned default: the reference every trial is compared with, trained to its end
     # (no scheduler stops it; an objective should not stop it early by its own rule either).
     baseline: bool = False
+    # Steps from which the scheduler compares this trial with others (ASHA's rungs): it acts
+    # on the first evaluation at or after each. An objective that evaluates part of its
+    # validation split while training evaluates all of it there.
+    decision_steps: tuple[float, ...] = ()
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @property

@@ -83,6 +83,20 @@ class ReproducibleASHA(ProtectedASHA):
                                    reduction_factor=kwargs["reduction_factor"], s=0)]
 
 
+def decision_steps(space: SearchSpace) -> tuple[float, ...]:
+    """The steps from which ASHA compares trials (its rungs, as its bracket makes them); none
+    for the other schedulers: the median rule compares at every evaluation, none never."""
+    section = space.head.scheduler
+    if section.name != "asha":
+        return ()
+    max_t = (section.max_t or space.objective.max_steps(space.defaults) or 0) + 1
+    rungs, step = [], float(section.grace_period)
+    while step < max_t:
+        rungs.append(step)
+        step *= section.reduction_factor
+    return tuple(rungs)
+
+
 def build_scheduler(space: SearchSpace) -> TrialScheduler:
     section, study = space.head.scheduler, space.head.study
     mode = "min" if study.direction == "minimize" else "max"

@@ -14,7 +14,7 @@ from ray import tune
 
 from objectives.base import Reporter, TrialContext
 from search.outcome import ERROR_FILE
-from search.schedulers import BASELINE
+from search.schedulers import BASELINE, decision_steps
 from search.space import SearchSpace
 from search.storage import StudyPaths
 
@@ -53,7 +53,7 @@ def run_trial(config: dict[str, Any], space: SearchSpace, paths: StudyPaths) -> 
         number=number, trial_dir=trial_dir, prepared_dir=paths.prepared,
         reporter=TuneReporter(), metric=study.metric, direction=study.direction,
         threads=max(1, math.floor(space.head.resources.cpu)),
-        baseline=bool(config.get(BASELINE)),
+        baseline=bool(config.get(BASELINE)), decision_steps=decision_steps(space),
     )
     try:
         trial_config = space.trial_config({**config["params"], **config.get("overrides", {})})

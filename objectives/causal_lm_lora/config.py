@@ -65,7 +65,8 @@ class EvaluationSection(Section):
         "training answer's (with its end-of-turn token).")
     max_eval_examples: int | None = Field(
         None, gt=0, description="Validation examples the evaluations during training answer "
-        "(the first N of the split; default all). The final evaluation answers them all.")
+        "(the first N of the split; default all). The final evaluation, and the first at or "
+        "after each step where the scheduler compares trials, answer them all.")
     labels: list[str] | None = Field(
         None, min_length=2, description="The closed set of answers (for macro-F1); default: "
         "found from the training answers when they are a few short labels.")

@@ -66,7 +66,8 @@ class GenerativeTrainer(Trainer):
     them. Each evaluation prefix answers its split (SPLITS: eval the validation split, ...)."""
 
     def __init__(self, *args, prepared: Path, evaluation: EvaluationSection,
-                 answer_during_training: bool, tokenizer, **kwargs) -> None:
+                 answer_during_training: bool, tokenizer,
+                 decision_steps: tuple[float, ...] = (), **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.prepared, self.evaluation, self.answer_tokenizer = prepared, evaluation, tokenizer
         self.answer_during_training = answer_during_training
@@ -74,6 +75,8 @@ class GenerativeTrainer(Trainer):
         self.max_new_tokens = evaluation.max_new_tokens or generation.longest_answer(
             self.train_dataset)
         self.final = False  # set for the evaluations after training: whole splits
+        # Where the scheduler compares trials, evaluations answer the whole split too.
+        self.decision_steps, self._evaluated_at = decision_steps, 0
         self.rows: dict[str, list[dict[str, str]]] = {}  # prefix -> rows of its last answers
         self.rows_at_step: dict[int, list[dict[str, str]]] = {}  # whole-split validation rows
         self._splits: dict[str, tuple[list[dict[str, str]], list[list[int]]]] = {}
@@ -93,7 +96,11 @@ class GenerativeTrainer(Trainer):
         split = SPLITS.get(metric_key_prefix)
         if split is None or not (self.final or self.answer_during_training):
             return output
-        limit = None if self.final else self.evaluation.max_eval_examples
+        step, previous = self.state.global_step, self._evaluated_at
+        if split == "validation" and not self.final:
+            self._evaluated_at = step
+        decides = any(previous < rung <= step for rung in self.decision_steps)
+        limit = None if self.final or decides else self.evaluation.max_eval_examples
         texts, prompts = self._split(split)
         if not texts:  # documents (data.chunk): no prompts to answer
             return output
@@ -132,7 +139,7 @@ def run(config: CausalLMConfig, context: TrialContext, prepared: Path) -> None:
                                   perplexity=True),
         prepared=prepared, evaluation=config.evaluation,
         answer_during_training=generation.answer_metric(context.metric) is not None,
-        tokenizer=tokenizer,
+        tokenizer=tokenizer, decision_steps=context.decision_steps,
     ), model, context, lambda trainer: _finish(trainer, prepared, tokenizer, context, attrs))
 
 

@@ -17,7 +17,13 @@ from ray.tune.schedulers import (
 )
 
 from search.errors import InputError
-from search.schedulers import ProtectedASHA, ProtectedMedian, ReproducibleASHA, build_scheduler
+from search.schedulers import (
+    ProtectedASHA,
+    ProtectedMedian,
+    ReproducibleASHA,
+    build_scheduler,
+    decision_steps,
+)
 from search.space import SearchSpace, load_space
 from tests.conftest import DATA
 from tests.fakes import register_fake
@@ -277,3 +283,14 @@ def test_the_median_rule_is_refused_in_a_reproducible_search(tmp_path: Path) -> 
         build_scheduler(fake_space(tmp_path, scheduler={"name": "median"},
                                    study={"reproducible": True}))
     assert caught.value.field == "scheduler.name"
+
+
+def test_decision_steps_are_ashas_rungs(tmp_path: Path) -> None:
+    space = fake_space(tmp_path, fake={"max_steps": 50})
+    assert decision_steps(space) == (10.0, 30.0)
+    assert [m for m, _ in build_scheduler(space)._brackets[0]._rungs] == [30, 10]
+    assert decision_steps(fake_space(tmp_path, scheduler={"grace_period": 20,
+                                                          "reduction_factor": 2},
+                                     fake={"max_steps": 80})) == (20.0, 40.0, 80.0)
+    assert decision_steps(fake_space(tmp_path, scheduler={"name": "median"})) == ()
+    assert decision_steps(fake_space(tmp_path, scheduler={"name": "none"})) == ()

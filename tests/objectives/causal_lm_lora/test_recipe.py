@@ -13,7 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from objectives.base import TrialContext
-from objectives.causal_lm_lora import CausalLMConfig, CausalLMLoRA
+from objectives.causal_lm_lora import CausalLMConfig, CausalLMLoRA, generation
 from objectives.causal_lm_lora.config import model_config
 from objectives.data.section import ChunkSection
 from objectives.trainer import _BASE_MODELS, device_map, precision_flags
@@ -189,6 +189,27 @@ def test_evaluations_answer_by_generation_and_the_figures_are_the_predictions(
     right = sum(json.loads(line)["prediction"] == json.loads(line)["reference"]
                 for line in validation)
     assert final["eval_accuracy"] == pytest.approx(right / 120)
+
+
+def test_evaluations_where_the_scheduler_compares_trials_answer_the_whole_split(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With max_eval_examples, an evaluation answers part of the validation split, except the
+    first at or after each of the scheduler's decision steps (ASHA's rungs)."""
+    answered = []
+    real = generation.generate
+
+    def counting(model, tokenizer, prompts, *args):
+        answered.append(len(prompts))
+        return real(model, tokenizer, prompts, *args)
+
+    monkeypatch.setattr(generation, "generate", counting)
+    config = tiny_config(max_steps=40, eval_steps=10, learning_rate=3e-3)
+    config.evaluation.max_eval_examples = 30
+    run(config, tmp_path / "t", tmp_path / "prepared", metric="eval_accuracy",
+        direction="maximize", decision_steps=(15.0, 30.0))
+    # Steps 10, 20 (the first after 15), 30 (at 30), 40; then the final test split.
+    assert answered[:4] == [30, 120, 120, 30]
+    assert answered[-1] == 120
 
 
 def test_the_untuned_default_is_not_stopped_by_early_stopping(tmp_path: Path) -> None:
