@@ -39,12 +39,13 @@ TRACKERS = {
 }
 
 
-def write_space(folder: Path, trials: int, seconds: float, tracking: str | None = None) -> Path:
-    """The fixed-cost space; ``tracking`` sends its trials to MLflow or W&B too (see
-    TRACKERS)."""
+def write_space(folder: Path, trials: int, seconds: float, tracking: str | None = None,
+                concurrency: int = 1) -> Path:
+    """The fixed-cost space, ``concurrency`` trials at a time; ``tracking`` sends its trials to
+    MLflow or W&B too (see TRACKERS)."""
     space = {
         "objective": "fixed_cost",
-        "study": {"n_trials": trials, "max_concurrent_trials": 1, "seed": 0},
+        "study": {"n_trials": trials, "max_concurrent_trials": concurrency, "seed": 0},
         "sampler": {"name": "tpe", "options": SAMPLER_OPTIONS},
         "scheduler": {"name": "none"},
         "resources": {"cpu": 1, "gpu": 0},
@@ -52,7 +53,8 @@ def write_space(folder: Path, trials: int, seconds: float, tracking: str | None 
         "search": SEARCH,
         **({"tracking": TRACKERS[tracking](folder)} if tracking else {}),
     }
-    path = folder / f"fixed_cost_{seconds:g}s_{trials}{'_' + tracking if tracking else ''}.yaml"
+    path = folder / (f"fixed_cost_{seconds:g}s_{trials}x{concurrency}"
+                     f"{'_' + tracking if tracking else ''}.yaml")
     path.write_text(yaml.safe_dump(space, sort_keys=False), encoding="utf-8")
     return path
 

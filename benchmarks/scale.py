@@ -22,28 +22,12 @@ from pathlib import Path
 
 import _common
 import optuna
-import yaml
-from overhead import SAMPLER_OPTIONS, SEARCH
+from overhead import SAMPLER_OPTIONS, write_space
 
 WINDOW = 50
 GOAL_OVERHEAD_RATIO = 1.2
 GOAL_GROWTH_MB = 200
 GOAL_REPORT_S = 30
-
-
-def write_space(folder: Path, trials: int, seconds: float) -> Path:
-    space = {
-        "objective": "fixed_cost",
-        "study": {"n_trials": trials, "max_concurrent_trials": 2, "seed": 0},
-        "sampler": {"name": "tpe", "options": SAMPLER_OPTIONS},
-        "scheduler": {"name": "none"},
-        "resources": {"cpu": 1, "gpu": 0},
-        "cost": {"seconds": seconds},
-        "search": SEARCH,
-    }
-    path = folder / f"scale_{trials}.yaml"
-    path.write_text(yaml.safe_dump(space, sort_keys=False), encoding="utf-8")
-    return path
 
 
 def window_overhead(ends: list[float], seconds: float, concurrency: int) -> float:
@@ -62,7 +46,7 @@ def main() -> None:
 
     objectives.OBJECTIVES["fixed_cost"] = "benchmarks.fixed_cost:FixedCost"
     folder = Path(tempfile.mkdtemp(dir=studies, prefix="spaces-"))
-    space = write_space(folder, trials, args.trial_seconds)
+    space = write_space(folder, trials, args.trial_seconds, concurrency=2)
     _common.start_local_ray()
 
     with _common.TreeMemory(os.getpid()) as memory:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 from rouge_score.rouge_scorer import RougeScorer
+from sklearn.metrics import f1_score
 
 from objectives.metrics import (
     Tokenizer,
@@ -41,6 +43,23 @@ def test_accuracy_and_macro_f1_by_hand() -> None:
     assert macro_f1(REFERENCES, PREDICTIONS, LABELS) == pytest.approx(MACRO_F1)
     # Labels are normalized too.
     assert macro_f1(REFERENCES, PREDICTIONS, ["POS", " Neg", "neu"]) == pytest.approx(MACRO_F1)
+
+
+def test_macro_f1_equals_sklearns_on_random_answers() -> None:
+    """Out-of-set predictions, labels never predicted and labels no example has, as
+    f1_score(labels=..., average="macro", zero_division=0) counts them."""
+    rng = random.Random(0)
+    answers = ["pos", "neg", "neu", "maybe", "Pos "]
+    for _ in range(200):
+        n = rng.randint(1, 30)
+        references = [rng.choice(answers[:3]) for _ in range(n)]
+        predictions = [rng.choice(answers) for _ in range(n)]
+        labels = rng.choice([LABELS, [*LABELS, "other"], ["pos", "neg"]])
+        expected = f1_score([normalize(r) for r in references],
+                            [normalize(p) for p in predictions],
+                            labels=sorted({normalize(label) for label in labels}),
+                            average="macro", zero_division=0)
+        assert macro_f1(references, predictions, labels) == pytest.approx(expected, abs=1e-12)
 
 
 def test_perfect_free_text() -> None:
