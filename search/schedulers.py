@@ -121,5 +121,4 @@ def build_scheduler(space: SearchSpace) -> TrialScheduler:
     asha = (partial(ReproducibleASHA, window=study.max_concurrent_trials) if study.reproducible
             else ProtectedASHA)
     return asha(time_attr=TIME_ATTR, metric=study.metric, mode=mode, max_t=max_t + 1,
-                         grace_period=section.grace_period,
-                         reduction_factor=section.reduction_factor)
+                grace_period=section.grace_period, reduction_factor=section.reduction_factor)
