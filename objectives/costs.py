@@ -16,10 +16,12 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-
-import torch
+from typing import TYPE_CHECKING
 
 from objectives.base import Metric
+
+if TYPE_CHECKING:  # the search process declares these metrics without importing torch
+    import torch
 
 COST_METRICS = (
     Metric("latency_ms", "minimize", "median ms per test example of a forward pass (batch of "
@@ -51,6 +53,8 @@ def test_batch(split, collate: Callable[[list[dict]], dict]) -> dict[str, torch.
 def measure(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, float]:
     """The cost metrics of ``model`` (a peft model or a plain one), its latency timed on
     ``batch`` (tensors of the test split's first examples)."""
+    import torch
+
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     parameters = served_parameters(model)
     was_training = model.training

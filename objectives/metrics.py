@@ -6,12 +6,10 @@ tokenizers that split Chinese into characters, so a Chinese answer is not scored
 
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
-import sacrebleu
-from rouge_score.rouge_scorer import RougeScorer
-from sklearn.metrics import accuracy_score
 
 # Han ideographs (extension A, the unified block, compatibility ideographs, extensions B and on)
 # and Japanese kana: scripts written without spaces, so each character is a token.
@@ -29,8 +27,9 @@ def normalize(text: str) -> str:
 
 
 def accuracy(references: list[str], predictions: list[str]) -> float:
-    """The share of predictions that equal their reference after ``normalize``."""
-    return float(accuracy_score(_normalized(references), _normalized(predictions)))
+    """The share of predictions that equal their reference after ``normalize`` (as sklearn's
+    ``accuracy_score``, to which a test pins it; counted with numpy, like ``macro_f1``)."""
+    return float(np.mean(np.array(_normalized(references)) == np.array(_normalized(predictions))))
 
 
 def macro_f1(references: list[str], predictions: list[str], labels: list[str]) -> float:
@@ -62,6 +61,8 @@ def bleu(references: list[str], predictions: list[str]) -> float:
     Hangul and ideographs beyond U+FFFF are left in their runs. It is chosen when any reference
     holds a CJK character, else "13a", which would read a whole Chinese sentence as one word.
     """
+    import sacrebleu
+
     tokenize = "zh" if any(_HAS_CJK.search(text) for text in references) else "13a"
     return float(sacrebleu.corpus_bleu(predictions, [references], tokenize=tokenize).score)
 
@@ -76,12 +77,18 @@ class Tokenizer:
         return _TOKEN.findall(text.lower())
 
 
-_ROUGE = RougeScorer(["rougeL"], tokenizer=Tokenizer())
+@functools.cache
+def _rouge():
+    """rouge-score's scorer, made on first use: importing it imports nltk, which took 2.5 s
+    and 170 MB in every process that scores labels only (the search's and each worker's)."""
+    from rouge_score.rouge_scorer import RougeScorer
+
+    return RougeScorer(["rougeL"], tokenizer=Tokenizer())
 
 
 def rouge_l(references: list[str], predictions: list[str]) -> float:
     """The mean ROUGE-L F-measure (0-1) over reference-prediction pairs."""
-    scores = [_ROUGE.score(reference, prediction)["rougeL"].fmeasure
+    scores = [_rouge().score(reference, prediction)["rougeL"].fmeasure
               for reference, prediction in zip(references, predictions, strict=True)]
     return float(np.mean(scores))
 

@@ -13,20 +13,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-
-import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import (
-    DataCollatorForLanguageModeling,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedTokenizerFast,
-    Trainer,
-    TrainingArguments,
-    set_seed,
-)
+from typing import TYPE_CHECKING
 
 from objectives.causal_lm_lora.config import BUILTIN  # noqa: F401 - the name spaces use
+
+if TYPE_CHECKING:  # imported where the model is built: the search process only finds it
+    from transformers import PreTrainedTokenizerFast
 
 CORPUS = Path(__file__).resolve().parents[2] / "data" / "finance_news.txt"
 
@@ -73,6 +65,9 @@ def ensure_builtin() -> Path:
 
 
 def train_tokenizer(lines: list[str]) -> PreTrainedTokenizerFast:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -89,6 +84,15 @@ def train_tokenizer(lines: list[str]) -> PreTrainedTokenizerFast:
 
 def build(out: Path) -> None:
     """Train the tokenizer, pre-train the model on the corpus, save both to ``out``."""
+    from transformers import (
+        DataCollatorForLanguageModeling,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
+
     set_seed(PRETRAIN["seed"])
     lines = [line for line in CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
     tokenizer = train_tokenizer(lines)
@@ -118,5 +122,7 @@ def build(out: Path) -> None:
 
 
 if __name__ == "__main__":
+    import torch
+
     torch.set_num_threads(max(1, (os.cpu_count() or 1)))
     print(ensure_builtin())

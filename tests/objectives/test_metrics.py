@@ -7,7 +7,7 @@ import random
 
 import pytest
 from rouge_score.rouge_scorer import RougeScorer
-from sklearn.metrics import f1_score
+from sklearn.metrics import accuracy_score, f1_score
 
 from objectives.metrics import (
     Tokenizer,
@@ -45,9 +45,9 @@ def test_accuracy_and_macro_f1_by_hand() -> None:
     assert macro_f1(REFERENCES, PREDICTIONS, ["POS", " Neg", "neu"]) == pytest.approx(MACRO_F1)
 
 
-def test_macro_f1_equals_sklearns_on_random_answers() -> None:
+def test_accuracy_and_macro_f1_equal_sklearns_on_random_answers() -> None:
     """Out-of-set predictions, labels never predicted and labels no example has, as
-    f1_score(labels=..., average="macro", zero_division=0) counts them."""
+    f1_score(labels=..., average="macro", zero_division=0) and accuracy_score count them."""
     rng = random.Random(0)
     answers = ["pos", "neg", "neu", "maybe", "Pos "]
     for _ in range(200):
@@ -60,6 +60,8 @@ def test_macro_f1_equals_sklearns_on_random_answers() -> None:
                             labels=sorted({normalize(label) for label in labels}),
                             average="macro", zero_division=0)
         assert macro_f1(references, predictions, labels) == pytest.approx(expected, abs=1e-12)
+        assert accuracy(references, predictions) == pytest.approx(accuracy_score(
+            [normalize(r) for r in references], [normalize(p) for p in predictions]), abs=1e-12)
 
 
 def test_perfect_free_text() -> None:
