@@ -285,7 +285,7 @@ def main() -> None:
         overrides[key] = yaml.safe_load(value)
     config = space.trial_config({**params, **overrides})
     threads = max(1, math.floor(space.head.resources.cpu))
-    prepared = space.objective.prepared(config, studies / "prepared")
+    prepared, _ = space.objective.prepared(config, studies / "prepared")
     cuda = torch.cuda.is_available()
     print(f"trial config: {config.training.max_steps} steps, batch "
           f"{config.training.per_device_train_batch_size} x accumulation "

@@ -53,9 +53,20 @@ def cached_base_model(key: str, load: Callable[[], PreTrainedModel]) -> PreTrain
 
 
 def forget_base_model() -> None:
-    """Drop the kept model, e.g. when attaching an adapter failed and may have changed it."""
+    """Drop the kept model, e.g. when attaching an adapter failed and may have changed it.
+    What ``settle`` froze is thawed first, so that the collector can free the model."""
+    gc.unfreeze()
     _BASE_MODELS.clear()
     gc.collect()
+
+
+def settle() -> None:
+    """Free what the trial left, then, once per kept model, freeze what survives (the imported
+    libraries, the kept base model): Python's collector then no longer walks those 600,000
+    objects at every full collection, which took 0.4 s each, several times a trial."""
+    gc.collect()
+    if not gc.get_freeze_count():
+        gc.freeze()
 
 
 def with_lora(base: PreTrainedModel, task_type: str, lora: LoraSection,
@@ -223,7 +234,7 @@ def train_trial(make_trainer: Callable[[], Trainer], model, context: TrialContex
         if hasattr(model, "unload"):  # a LoRA adapter comes off the kept base
             model.unload()
         del trainer
-        gc.collect()
+        settle()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
