@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import shutil
+import weakref
 from pathlib import Path
 
 import psutil
@@ -134,10 +135,17 @@ def test_reused_base_model_gives_the_same_trial_as_a_fresh_one(tmp_path: Path) -
     assert len(_BASE_MODELS) == 1  # kept for the worker's next trial, adapter removed
     reused = run(tiny_config(), tmp_path / "b", tmp_path / "prepared")
     assert [r["eval_loss"] for r in reused] == [r["eval_loss"] for r in fresh]
-    # Another architecture is loaded anew.
+    # What survived the trials is frozen, out of the collector's way...
+    assert gc.get_freeze_count() > 0
+    base = next(iter(_BASE_MODELS.values()))
+    base.__dict__["itself"] = base  # a reference cycle: only the collector can free it
+    kept = weakref.ref(base)
+    del base
+    # ... and another architecture is loaded anew: the old model is thawed and freed.
     config = tiny_config()
     config.model.config_overrides = {"num_attention_heads": 8}
     run(config, tmp_path / "c", tmp_path / "prepared")
+    assert kept() is None
     assert len(_BASE_MODELS) == 1
     assert next(iter(_BASE_MODELS.values())).config.num_attention_heads == 8
 
