@@ -84,17 +84,13 @@ class ReproducibleASHA(ProtectedASHA):
 
 
 def decision_steps(space: SearchSpace) -> tuple[float, ...]:
-    """The steps from which ASHA compares trials (its rungs, as its bracket makes them); none
-    for the other schedulers: the median rule compares at every evaluation, none never."""
-    section = space.head.scheduler
-    if section.name != "asha":
+    """The steps from which ASHA compares trials: the rungs of the bracket ``build_scheduler``
+    makes; none for the other schedulers: the median rule compares at every evaluation, none
+    never."""
+    if space.head.scheduler.name != "asha":
         return ()
-    max_t = (section.max_t or space.objective.max_steps(space.defaults) or 0) + 1
-    rungs, step = [], float(section.grace_period)
-    while step < max_t:
-        rungs.append(step)
-        step *= section.reduction_factor
-    return tuple(rungs)
+    return tuple(sorted(float(milestone) for milestone, _
+                        in build_scheduler(space)._brackets[0]._rungs))
 
 
 def build_scheduler(space: SearchSpace) -> TrialScheduler:

@@ -74,7 +74,6 @@ class StudySearcher(OptunaSearch):
         # A reproducible search asks its trials in a fixed order (see _may_ask): the numbers
         # of its trials in the order asked, and those that had finished before the first.
         self._in_order = sampler if isinstance(sampler, InOrder) else None
-        self._window = study.max_concurrent_trials
         self._asked: list[int] = []
         self._before: frozenset[int] = frozenset()
 
@@ -132,8 +131,10 @@ class StudySearcher(OptunaSearch):
         if params is None or params == Searcher.FINISHED:
             return params
         trial = self.live_trial(trial_id)
-        order = len(self._asked)
-        self._asked.append(trial.number)
+        order = {}
+        if self._in_order:
+            order[ORDER] = len(self._asked)
+            self._asked.append(trial.number)
         self.heartbeat.start(trial)
         # A retry (after running out of memory) keeps the params and changes how it runs.
         overrides = trial.user_attrs.get("overrides", {})
@@ -143,7 +144,7 @@ class StudySearcher(OptunaSearch):
         trial.set_user_attr("ray_trial_id", trial_id)
         return {"trial_number": trial.number, "params": params, "overrides": overrides,
                 BASELINE: bool(trial.user_attrs.get(BASELINE)),
-                **({ORDER: order} if self._in_order else {})}
+                **order}
 
     def _may_ask(self) -> bool:
         """Whether the next trial may be asked for now. Always, unless the search is
@@ -157,7 +158,8 @@ class StudySearcher(OptunaSearch):
         if not self._asked:
             self._before = frozenset(t.number for t in self.study.get_trials(deepcopy=False)
                                      if t.state.is_finished())
-        settled = frozenset(self._asked[:max(0, len(self._asked) - self._window + 1)])
+        window = self.search_space.head.study.max_concurrent_trials
+        settled = frozenset(self._asked[:max(0, len(self._asked) - window + 1)])
         if any(t.number in settled for t in self.running()):
             return False
         self._in_order.visible = self._before | settled

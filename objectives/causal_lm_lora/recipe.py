@@ -89,6 +89,16 @@ class GenerativeTrainer(Trainer):
                                           load_split(self.prepared, name)] if texts else [])
         return self._splits[name]
 
+    def _validation_limit(self) -> int | None:
+        """How many validation prompts an evaluation while training answers: all of them at
+        the first evaluation from each of the scheduler's decision steps on, else
+        ``evaluation.max_eval_examples``."""
+        step, previous = self.state.global_step, self._evaluated_at
+        self._evaluated_at = step
+        if any(previous < rung <= step for rung in self.decision_steps):
+            return None
+        return self.evaluation.max_eval_examples
+
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None,
                         ignore_keys=None, metric_key_prefix="eval"):
         output = super().evaluation_loop(dataloader, description, prediction_loss_only,
@@ -96,11 +106,7 @@ class GenerativeTrainer(Trainer):
         split = SPLITS.get(metric_key_prefix)
         if split is None or not (self.final or self.answer_during_training):
             return output
-        step, previous = self.state.global_step, self._evaluated_at
-        if split == "validation" and not self.final:
-            self._evaluated_at = step
-        decides = any(previous < rung <= step for rung in self.decision_steps)
-        limit = None if self.final or decides else self.evaluation.max_eval_examples
+        limit = None if self.final or split != "validation" else self._validation_limit()
         texts, prompts = self._split(split)
         if not texts:  # documents (data.chunk): no prompts to answer
             return output
