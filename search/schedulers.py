@@ -6,6 +6,7 @@ to its end), a trial at its last evaluation (its final report follows) and a fin
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Any
 
@@ -42,8 +43,27 @@ class _Protect:
         """Forget a stop the scheduler decided and was overruled on."""
 
 
+class _Finite(_Bracket):
+    """ASHA's bracket, its rung cutoff taken over the values that are numbers. Ray's takes
+    ``np.nanpercentile``, which decides nothing when every value at a rung is NaN (a metric
+    that diverged) but warns "All-NaN slice encountered" on stderr; here it decides nothing
+    silently, as for a rung nobody reached."""
+
+    def cutoff(self, recorded: dict[str, float]) -> float | None:
+        return super().cutoff({trial_id: value for trial_id, value in recorded.items()
+                               if not math.isnan(value)})
+
+
 class ProtectedASHA(_Protect, ASHAScheduler):
-    pass
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # ASHA keeps its brackets in a private list, made in its __init__ with these same
+        # arguments (one bracket: brackets=1); pinned by tests/search/test_schedulers.py.
+        self._brackets = [self._bracket(min_t=kwargs["grace_period"], max_t=kwargs["max_t"],
+                                        reduction_factor=kwargs["reduction_factor"], s=0)]
+
+    def _bracket(self, **kwargs: Any) -> _Bracket:
+        return _Finite(**kwargs)
 
 
 class ProtectedMedian(_Protect, MedianStoppingRule):
@@ -53,7 +73,7 @@ class ProtectedMedian(_Protect, MedianStoppingRule):
         self._stopped_trials.discard(trial)
 
 
-class _Settled(_Bracket):
+class _Settled(_Finite):
     """ASHA's bracket, with the k-th trial's rung cutoff taken over the trials asked before
     the (k - window + 1)-th only: a reproducible search starts the k-th trial once all of
     those have ended (search.searcher), so the decision is the same whichever running trial
@@ -76,11 +96,11 @@ class _Settled(_Bracket):
 
 class ReproducibleASHA(ProtectedASHA):
     def __init__(self, window: int, **kwargs: Any) -> None:
+        self._window = window
         super().__init__(**kwargs)
-        # ASHA keeps its brackets in a private list, made in its __init__ with these same
-        # arguments (one bracket: brackets=1); pinned by tests/search/test_schedulers.py.
-        self._brackets = [_Settled(window, min_t=kwargs["grace_period"], max_t=kwargs["max_t"],
-                                   reduction_factor=kwargs["reduction_factor"], s=0)]
+
+    def _bracket(self, **kwargs: Any) -> _Bracket:
+        return _Settled(self._window, **kwargs)
 
 
 def decision_steps(space: SearchSpace) -> tuple[float, ...]:

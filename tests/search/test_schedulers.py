@@ -3,6 +3,7 @@ the same rung situations as Ray's own ASHA and median stopping rule decide them.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -294,3 +295,24 @@ def test_decision_steps_are_ashas_rungs(tmp_path: Path) -> None:
                                      fake={"max_steps": 80})) == (20.0, 40.0, 80.0)
     assert decision_steps(fake_space(tmp_path, scheduler={"name": "median"})) == ()
     assert decision_steps(fake_space(tmp_path, scheduler={"name": "none"})) == ()
+
+
+def test_asha_decides_like_rays_on_the_values_that_are_numbers_and_warns_of_no_nan(
+        tmp_path: Path) -> None:
+    """A NaN at a rung (a diverged metric) counts as no value: every trial NaN decides
+    nothing, and Ray's "All-NaN slice encountered" never reaches stderr."""
+    nan = float("nan")
+    ours = build_scheduler(fake_space(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert asha_rung(ours, [FakeTrial(f"t{i}") for i in range(3)], 10,
+                         [nan, nan, nan]) == [CONTINUE] * 3
+        # Numbers after them are compared as if the NaNs were not there, as Ray's rule does
+        # (each trial against those at the rung before it): 1.0 continues, 2.0 and 5.0 are
+        # not in the best third and stop.
+        assert asha_rung(ours, [FakeTrial(f"u{i}") for i in range(3)], 10,
+                         [1.0, 2.0, 5.0]) == [CONTINUE, STOP, STOP]
+    with pytest.warns(RuntimeWarning, match="All-NaN"):
+        rays = asha_rung(plain_asha(), [FakeTrial(f"v{i}") for i in range(6)], 10,
+                         [nan, nan, nan, 1.0, 2.0, 5.0])
+    assert rays == [CONTINUE] * 3 + [CONTINUE, STOP, STOP]
