@@ -165,11 +165,12 @@ class ReportEvaluations(TrainerCallback):
         self.context, self.keep, self.perplexity = context, keep, perplexity
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        loss = metrics["eval_loss"]
+        loss = metrics.get("eval_loss")  # absent where evaluations only answer (see recipes)
         report = {
             "step": state.global_step,
-            "eval_loss": loss,
-            **({"perplexity": math.exp(min(loss, 50.0))} if self.perplexity else {}),
+            **({"eval_loss": loss} if loss is not None else {}),
+            **({"perplexity": math.exp(min(loss, 50.0))}
+               if self.perplexity and loss is not None else {}),
             "train_loss": _last_train_loss(state),
             **{k: v for k, v in metrics.items() if self.keep(k)},
         }
@@ -245,6 +246,6 @@ def best_step(trainer: Trainer) -> int | None:
 
 
 def logged_evaluation(trainer: Trainer, step: int | None) -> dict[str, Any]:
-    """The figures of the evaluation at ``step`` as the Trainer logged them."""
-    return next((entry for entry in trainer.state.log_history
-                 if entry.get("step") == step and "eval_loss" in entry), {})
+    """The figures of the validation evaluation at ``step`` as the Trainer logged them."""
+    return dict(next((entry for entry in trainer.state.log_history
+                      if entry.get("step") == step and "eval_runtime" in entry), {}))

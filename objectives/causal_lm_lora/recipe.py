@@ -23,6 +23,7 @@ from transformers import (
     Trainer,
     set_seed,
 )
+from transformers.trainer_utils import EvalLoopOutput
 
 from objectives import costs
 from objectives.adapter import continued_adapter
@@ -63,14 +64,20 @@ def load_base_model(config: CausalLMConfig) -> PreTrainedModel:
 class GenerativeTrainer(Trainer):
     """A Trainer whose evaluations also answer the split's prompts greedily and add the task
     metrics (``eval_accuracy``, ...) to the loss, before callbacks and model selection see
-    them. Each evaluation prefix answers its split (SPLITS: eval the validation split, ...)."""
+    them. Each evaluation prefix answers its split (SPLITS: eval the validation split, ...).
+
+    With ``loss_while_answering=False``, evaluations while training that answer the prompts
+    skip the loss pass over the split (a search for a task metric has no use for it there;
+    ``validation_loss`` gives the best checkpoint's at the end)."""
 
     def __init__(self, *args, prepared: Path, evaluation: EvaluationSection,
                  answer_during_training: bool, tokenizer,
-                 decision_steps: tuple[float, ...] = (), **kwargs) -> None:
+                 decision_steps: tuple[float, ...] = (), loss_while_answering: bool = True,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.prepared, self.evaluation, self.answer_tokenizer = prepared, evaluation, tokenizer
         self.answer_during_training = answer_during_training
+        self.loss_while_answering = loss_while_answering
         self.labels = load_labels(prepared)
         self.max_new_tokens = evaluation.max_new_tokens or generation.longest_answer(
             self.train_dataset)
@@ -101,10 +108,14 @@ class GenerativeTrainer(Trainer):
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None,
                         ignore_keys=None, metric_key_prefix="eval"):
-        output = super().evaluation_loop(dataloader, description, prediction_loss_only,
-                                         ignore_keys, metric_key_prefix)
         split = SPLITS.get(metric_key_prefix)
-        if split is None or not (self.final or self.answer_during_training):
+        answering = split is not None and (self.final or self.answer_during_training)
+        if answering and not (self.final or self.loss_while_answering):
+            output = EvalLoopOutput(None, None, {}, len(dataloader.dataset))
+        else:
+            output = super().evaluation_loop(dataloader, description, prediction_loss_only,
+                                             ignore_keys, metric_key_prefix)
+        if not answering:
             return output
         limit = None if self.final or split != "validation" else self._validation_limit()
         texts, prompts = self._split(split)
@@ -121,6 +132,11 @@ class GenerativeTrainer(Trainer):
         output.metrics.update({f"{metric_key_prefix}_{name}": value for name, value
                                in generation.answer_metrics(rows, self.labels).items()})
         return output
+
+    def validation_loss(self) -> float:
+        """The loss of the model as it is now over the validation split, with no answers."""
+        return Trainer.evaluation_loop(self, self.get_eval_dataloader(), "Evaluation",
+                                       prediction_loss_only=True).metrics["eval_loss"]
 
 
 def run(config: CausalLMConfig, context: TrialContext, prepared: Path) -> None:
@@ -145,7 +161,7 @@ def run(config: CausalLMConfig, context: TrialContext, prepared: Path) -> None:
                                   perplexity=True),
         prepared=prepared, evaluation=config.evaluation,
         answer_during_training=generation.answer_metric(context.metric) is not None,
-        tokenizer=tokenizer, decision_steps=context.decision_steps,
+        tokenizer=tokenizer, decision_steps=context.decision_steps, loss_while_answering=False,
     ), model, context, lambda trainer: _finish(trainer, prepared, tokenizer, context, attrs))
 
 
@@ -163,6 +179,8 @@ def _finish(trainer: GenerativeTrainer, prepared: Path, tokenizer, context: Tria
         best, rows = validation[context.metric], trainer.rows["eval"]
     if not validation:  # the best evaluation during training: its figures as logged then
         validation = logged_evaluation(trainer, best_step(trainer))
+    if "eval_loss" not in validation:  # evaluations while training only answered
+        validation["eval_loss"] = trainer.validation_loss()
     if rows is not None:
         write_predictions(context.trial_dir, "validation", rows)
     # Per-layer time, memory and activations of the final model, charted by the report.

@@ -176,6 +176,8 @@ def test_evaluations_answer_by_generation_and_the_figures_are_the_predictions(
     assert [r["step"] for r in evals] == [20, 40]
     assert all({"eval_accuracy", "eval_macro_f1", "eval_bleu", "eval_rougeL"} <= set(r)
                for r in evals)
+    # Evaluations while training answer the prompts and skip the loss pass.
+    assert not any("eval_loss" in r for r in evals)
     assert evals[-1]["last_evaluation"] is True and "last_evaluation" not in evals[0]
     assert final["outcome"] == "complete"
     # The validation figures of the best checkpoint other than the study metric, and the test
@@ -197,6 +199,20 @@ def test_evaluations_answer_by_generation_and_the_figures_are_the_predictions(
     right = sum(json.loads(line)["prediction"] == json.loads(line)["reference"]
                 for line in validation)
     assert final["eval_accuracy"] == pytest.approx(right / 120)
+
+
+def test_a_search_for_accuracy_gets_the_validation_loss_of_its_best_checkpoint(
+        tmp_path: Path) -> None:
+    """Evaluations while training skip the loss pass when the study metric is answered; the
+    final report's eval_loss is the best checkpoint's, as a trial searching for the loss
+    reports it at that step (the same training: the loss pass changes no weights)."""
+    config = tiny_config(max_steps=20, eval_steps=20, learning_rate=3e-3)
+    by_loss = run(config, tmp_path / "a", tmp_path / "prepared")
+    by_accuracy = run(config, tmp_path / "b", tmp_path / "prepared", metric="eval_accuracy",
+                      direction="maximize")
+    assert "eval_loss" in by_loss[0] and "eval_loss" not in by_accuracy[0]
+    assert by_accuracy[-1]["eval_loss"] == pytest.approx(by_loss[0]["eval_loss"], rel=1e-5)
+    assert by_accuracy[-1]["perplexity"] == pytest.approx(by_loss[0]["perplexity"], rel=1e-5)
 
 
 def test_evaluations_where_the_scheduler_compares_trials_answer_the_whole_split(
