@@ -9,7 +9,10 @@ import platform
 import shutil
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 import ray
@@ -17,6 +20,7 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 from ray import tune
+from ray._private.parameter import RayParams
 
 from objectives.base import DATA_REPORT, DataError
 from search.cluster import check_cluster_storage, is_multi_node
@@ -121,8 +125,30 @@ def start_ray(request: SearchRequest) -> None:
         # Ray says whether this private, loopback-only instance uses token authentication;
         # nothing else can reach it, so the notice would only puzzle the user.
         logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
-        ray.init(_node_ip_address=LOCAL_NODE_IP, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        with _without_monitors():
+            ray.init(_node_ip_address=LOCAL_NODE_IP, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
+
+
+@contextmanager
+def _without_monitors() -> Iterator[None]:
+    """While it is open, a Ray node started here runs neither the autoscaler's monitor nor the
+    log monitor (about 100 MB together): a local search has no autoscaler, and its driver takes
+    no worker logs (``log_to_driver=False``). ``ray start`` has switches for both
+    (``--no-monitor``, ``--include-log-monitor``); ``ray.init`` has none, so the fields they
+    set are set on the node's parameters here (tests/search/test_runner.py pins them)."""
+    params = RayParams
+    original = params.__init__
+
+    def lean(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.no_monitor, self.include_log_monitor = True, False
+
+    params.__init__ = lean
+    try:
+        yield
+    finally:
+        params.__init__ = original
 
 
 def check_resources(space: SearchSpace) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import threading
 import warnings
 from typing import Any
 
@@ -68,9 +69,45 @@ def build_sampler(space: SearchSpace, history: int = 0) -> optuna.samplers.BaseS
             sampler = cls(**options)
     except Exception as error:  # noqa: BLE001 - any option the sampler cannot take is input
         raise InputError(space.source, "sampler.options", str(error).splitlines()[0]) from None
+    _picklable_locks(sampler)
     if space.head.study.multi:
         sampler = FirstObjectiveCurves(sampler)
     return InOrder(sampler) if space.head.study.reproducible else sampler
+
+
+_LOCK = type(threading.Lock())
+
+
+class PicklableLock:
+    """A thread lock that pickles as a new, unlocked one. Ray Tune pickles the searcher, and
+    with it the sampler (when the Tuner starts and at each experiment checkpoint); Optuna's
+    genetic samplers (NSGA-II, NSGA-III) hold a plain lock since Optuna 5.1, which cannot be
+    pickled."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.__exit__(*exc)
+
+    def __reduce__(self) -> tuple[type, tuple]:
+        return PicklableLock, ()
+
+
+def _picklable_locks(sampler: BaseSampler) -> None:
+    """Swap the thread locks a sampler holds for PicklableLocks."""
+    for name, value in vars(sampler).items():
+        if isinstance(value, _LOCK):
+            setattr(sampler, name, PicklableLock())
 
 
 class _FirstDirection:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import warnings
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import yaml
 
 from search.distributions import DefineByRun, grid_points
 from search.errors import InputError
-from search.samplers import SAMPLERS, InOrder, build_sampler
+from search.samplers import SAMPLERS, InOrder, PicklableLock, build_sampler
 from search.space import SearchSpace, load_space
 from tests.conftest import DATA
 from tests.fakes import register_fake
@@ -83,6 +84,28 @@ def test_sampler_by_name_is_seeded_with_the_study_seed(tmp_path: Path, name: str
     # The same trials as the sampler seeded by hand with study.seed, and not as another seed.
     assert params == sampled(reference(name, space, SEED), space)
     assert params != sampled(reference(name, space, SEED + 1), space)
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_every_sampler_pickles_as_ray_tune_pickles_the_searcher(tmp_path: Path,
+                                                                 name: str) -> None:
+    """Optuna's genetic samplers hold a thread lock since Optuna 5.1: pickled as a new one."""
+    space = fake_space(tmp_path, name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        copy = pickle.loads(pickle.dumps(build_sampler(space)))
+    assert type(copy) is EXPECTED[name]
+    assert sampled(copy, space) == sampled(build_sampler(space), space)
+
+
+def test_a_picklable_lock_locks() -> None:
+    lock = PicklableLock()
+    with lock:
+        assert not lock.acquire(blocking=False)
+    assert lock.acquire(blocking=False)
+    lock.release()
+    copy = pickle.loads(pickle.dumps(lock))
+    assert isinstance(copy, PicklableLock) and copy.acquire(blocking=False)
 
 
 def test_the_grid_holds_every_value_of_the_search_section_in_file_order(
