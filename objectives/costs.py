@@ -8,9 +8,9 @@ trade quality against size and speed (``study.metric: [eval_macro_f1, latency_ms
 - ``latency_ms``: median milliseconds per example of a forward pass over a fixed batch of the
   test split, after warm-up (15 passes, or as many from 5 on as fill half a second: the
   figure costs a slow model under a second of every trial), in the trial's own process and
-  threads, of the model as the trial
-  holds it (a LoRA adapter unmerged: merging it in and out again would leave rounding in the
-  base weights a worker keeps for its next trial; merged, it runs as fast as its base).
+  threads, of the model as the trial holds it (a LoRA adapter unmerged: merging it in and
+  out again would leave rounding in the base weights a worker keeps for its next trial;
+  merged, it runs as fast as its base).
 """
 
 from __future__ import annotations

@@ -166,11 +166,12 @@ class ReportEvaluations(TrainerCallback):
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         loss = metrics.get("eval_loss")  # absent where evaluations only answer (see recipes)
+        losses = {} if loss is None else {
+            "eval_loss": loss,
+            **({"perplexity": math.exp(min(loss, 50.0))} if self.perplexity else {})}
         report = {
             "step": state.global_step,
-            **({"eval_loss": loss} if loss is not None else {}),
-            **({"perplexity": math.exp(min(loss, 50.0))}
-               if self.perplexity and loss is not None else {}),
+            **losses,
             "train_loss": _last_train_loss(state),
             **{k: v for k, v in metrics.items() if self.keep(k)},
         }

@@ -137,18 +137,17 @@ def _without_monitors() -> Iterator[None]:
     no worker logs (``log_to_driver=False``). ``ray start`` has switches for both
     (``--no-monitor``, ``--include-log-monitor``); ``ray.init`` has none, so the fields they
     set are set on the node's parameters here (tests/search/test_runner.py pins them)."""
-    params = RayParams
-    original = params.__init__
+    original = RayParams.__init__
 
     def lean(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
         self.no_monitor, self.include_log_monitor = True, False
 
-    params.__init__ = lean
+    RayParams.__init__ = lean
     try:
         yield
     finally:
-        params.__init__ = original
+        RayParams.__init__ = original
 
 
 def check_resources(space: SearchSpace) -> None:
