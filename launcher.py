@@ -144,7 +144,8 @@ def run_command(args: argparse.Namespace) -> int:
     from search.storage import StudyPaths
     from search.summary import save_best, summary_lines
 
-    space = load_space(args.space)
+    # The objective's own checks run in run_search, beside Ray's start.
+    space = load_space(args.space, objective_checks=False)
     name = args.study or space.study_name
     check_study_name(name, "--study")
     check_trials(args.trials)

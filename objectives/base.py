@@ -9,6 +9,9 @@ Lifecycle, in order:
 1. ``check(config)``: one config the sampler may produce is usable (called for each searched
    value, before anything runs); raise ``DataError`` if not.
 2. ``check_data(config)``: the data can be read and split (once, before the search).
+
+   A search runs 1 to 3 in a process of their own, while Ray starts: the launcher itself never
+   imports the objective's training libraries (search/preparation.py).
 3. ``prepare(config, prepared_dir)``: work shared by every trial (tokenising), once; it may
    return a data report (a JSON object with a one-line ``summary``), which the search keeps
    as ``studies/<name>/data_report.json``, prints and draws in the report.
@@ -74,6 +77,9 @@ class DataError(ValueError):
         self.source = str(source) if source is not None else None
         where = ": ".join(part for part in (self.source, field) if part)
         super().__init__(f"{where}: {problem}" if where else problem)
+
+    def __reduce__(self) -> tuple:  # raised in another process too
+        return type(self), (self.field, self.problem, self.source)
 
 
 @dataclass(frozen=True)
@@ -217,8 +223,8 @@ class Objective(ABC):
         """Raise DataError for data that cannot be used (read once, before the search)."""
 
     def prepare(self, config: BaseModel, prepared_dir: Path) -> dict[str, Any] | None:
-        """Work shared by all trials (tokenising data), done once by the driver; returns the
-        data report, if the objective makes one."""
+        """Work shared by all trials (tokenising data), done once before the first; returns
+        the data report, if the objective makes one."""
         return None
 
     def oom_retry(self, config: BaseModel) -> dict[str, Any] | None:

@@ -25,6 +25,9 @@ class InputError(ValueError):
         where = f"{self.source}: {field}" if field else self.source
         super().__init__(f"{where}: {problem}")
 
+    def __reduce__(self) -> tuple:  # raised in another process too (search/preparation.py)
+        return type(self), (self.source, self.field, self.problem)
+
 
 def from_data(error: DataError, source: str | Path) -> InputError:
     """An objective's DataError as input error; ``source`` is used when it names no file."""

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
-import shutil
 import time
 import warnings
 from collections.abc import Iterator
@@ -22,9 +20,8 @@ from optuna.trial import TrialState
 from ray import tune
 from ray._private.parameter import RayParams
 
-from objectives.base import DATA_REPORT, DataError
 from search.cluster import check_cluster_storage, is_multi_node
-from search.errors import InputError, from_data
+from search.errors import InputError
 from search.heartbeat import (
     STALE_AFTER_S,
     BeatOnEachStep,
@@ -32,6 +29,7 @@ from search.heartbeat import (
     fail_interrupted,
     finished_count,
 )
+from search.preparation import preparing
 from search.progress import Progress
 from search.samplers import build_sampler
 from search.schedulers import BASELINE, build_scheduler
@@ -169,36 +167,23 @@ def study_exists(url: str, name: str) -> bool:
     return name in {s.study_name for s in storage.get_all_studies()}
 
 
-def prepare(space: SearchSpace, paths: StudyPaths) -> None:
-    """The objective's shared work (tokenising), before the study exists: data it cannot use
-    is bad input, and leaves no study behind."""
-    existed = paths.root.exists()
-    paths.root.mkdir(parents=True, exist_ok=True)
-    try:
-        report = space.objective.prepare(space.defaults, paths.prepared)
-    except DataError as error:
-        if not existed:
-            shutil.rmtree(paths.root, ignore_errors=True)
-        raise from_data(error, space.source) from None
-    if report is not None:
-        (paths.root / DATA_REPORT).write_text(json.dumps(report, indent=1, ensure_ascii=False),
-                                              encoding="utf-8")
-
-
 def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
     space = request.space
     # Build everything that can reject the input before touching the study folder.
-    build_sampler(space)
-    scheduler = build_scheduler(space)
-    start_ray(request)
-    check_resources(space)
-    url = space.head.study.storage or default_url(paths)
-    check_cluster_storage(url, is_multi_node())
-    if request.resume and not study_exists(url, request.study_name):
-        raise InputError(space.source, "study.name", f"no study '{request.study_name}' to "
-                         f"resume in {mask(url)}; drop --resume to start it")
-    earlier = earlier_studies(space)
-    prepare(space, paths)
+    # The objective's checks and data preparation run while Ray starts; then everything else
+    # that can reject the input, before the study is touched.
+    with preparing(space, paths) as prepared:
+        start_ray(request)
+        prepared()
+        build_sampler(space)
+        scheduler = build_scheduler(space)
+        check_resources(space)
+        url = space.head.study.storage or default_url(paths)
+        check_cluster_storage(url, is_multi_node())
+        if request.resume and not study_exists(url, request.study_name):
+            raise InputError(space.source, "study.name", f"no study '{request.study_name}' to "
+                             f"resume in {mask(url)}; drop --resume to start it")
+        earlier = earlier_studies(space)
     study, storage, new = open_study(request, url)
     note_storage(paths, url)
     sampler = build_sampler(space, history=len(study.get_trials(deepcopy=False)))

@@ -14,8 +14,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sklearn.model_selection import train_test_split
-
 from search.significance import sign_test
 
 LEVELS = ("good", "acceptable", "bad")  # best first
@@ -131,6 +129,8 @@ def _sample(references: list[str], size: int, stratify: bool, seed: int) -> list
     if size == len(ids):
         return ids
     if stratify:
+        from sklearn.model_selection import train_test_split  # 1 s: only for a sheet
+
         try:
             chosen, _ = train_test_split(ids, train_size=size, random_state=seed,
                                          stratify=[text.strip().casefold() for text in references])

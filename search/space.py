@@ -316,8 +316,13 @@ def resolve_space_path(name_or_path: str) -> Path:
     return path
 
 
-def load_space(name_or_path: str) -> SearchSpace:
-    """Read, validate and cross-check a space file; raises InputError on any bad input."""
+def load_space(name_or_path: str, objective_checks: bool = True) -> SearchSpace:
+    """Read, validate and cross-check a space file; raises InputError on any bad input.
+
+    ``objective_checks=False`` leaves out ``check_space``: the objective's checks of its data
+    and of every value the search may pick, which import its training libraries. A search
+    runs them in a process of its own (search/preparation.py).
+    """
     path = resolve_space_path(name_or_path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -356,12 +361,19 @@ def load_space(name_or_path: str) -> SearchSpace:
         raise from_validation_error(path, error, fields_at=_keys_at(config_model)) from None
     _check_metric(path, head, objective, defaults)
     space = SearchSpace(path, head, objective, defaults)
+    if objective_checks:
+        check_space(space)
+    return space
+
+
+def check_space(space: SearchSpace) -> None:
+    """The objective's checks: every searched key exists, and every value the sampler may pick
+    gives a config the objective accepts; then the data. Raises InputError."""
     _check_search(space)
     try:
-        objective.check_data(defaults)
+        space.objective.check_data(space.defaults)
     except DataError as error:
-        raise from_data(error, path) from None
-    return space
+        raise from_data(error, space.source) from None
 
 
 def _check_metric(path: Path, head: SpaceHead, objective: Objective,

@@ -10,7 +10,7 @@ from objectives import metrics
 from objectives.causal_lm_lora.data import IGNORE_INDEX
 
 # What every evaluation by generation reports, named without its split prefix.
-ANSWER_METRICS = ("accuracy", "macro_f1", "bleu", "rougeL")
+ANSWER_METRICS = metrics.METRICS
 
 
 def answer_metric(key: str) -> str | None:

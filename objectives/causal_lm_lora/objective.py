@@ -113,9 +113,8 @@ class CausalLMLoRA(AdapterObjective):
         return [layer_profile_section(best)]
 
     def score(self, metric: str, rows: list[dict[str, str]], labels: list[str] | None) -> float:
-        from objectives import metrics
-        from objectives.causal_lm_lora import generation
+        from objectives import metrics  # not generation's torch: the launcher scores too
 
-        if metric not in generation.ANSWER_METRICS:
+        if metric not in metrics.METRICS:
             raise KeyError(metric)
         return metrics.score_rows(metric, rows, labels)
