@@ -21,6 +21,7 @@ from objectives.sections import (
 
 BUILTIN = "builtin:tiny-llama"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "data" / "finance_sentiment.jsonl"
+LAYER_PROFILE = "layer_profile.jsonl"  # a profiled trial's per-layer records, in its folder
 
 
 class ModelSection(ModelBase):

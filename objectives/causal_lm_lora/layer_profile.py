@@ -37,8 +37,6 @@ from typing import Any, TextIO
 import torch
 from torch import nn
 
-LAYER_PROFILE = "layer_profile.jsonl"  # the file name in a trial folder
-
 # Decoder blocks: layers.N (Llama, Mistral, Qwen), h.N (GPT-2), blocks.N, layer.N (BERT).
 BLOCK = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.\d+$")
 PARTS = frozenset({"self_attn", "attn", "attention", "self_attention", "mlp", "feed_forward",

@@ -30,12 +30,13 @@ from objectives.adapter import continued_adapter
 from objectives.base import LABELS, TrialContext, write_predictions
 from objectives.causal_lm_lora import data, generation
 from objectives.causal_lm_lora.config import (
+    LAYER_PROFILE,
     CausalLMConfig,
     EvaluationSection,
     model_config,
     model_path,
 )
-from objectives.causal_lm_lora.layer_profile import LAYER_PROFILE, profile_layers
+from objectives.causal_lm_lora.layer_profile import profile_layers
 from objectives.data.files import load_labels, load_split, load_texts
 from objectives.data.replay import SPLITS
 from objectives.trainer import (

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from objectives.base import FinishedTrial, ReportSection
-from objectives.causal_lm_lora.layer_profile import LAYER_PROFILE
+from objectives.causal_lm_lora.config import LAYER_PROFILE
 
 TITLE = "Per-layer profile of the best trial"
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
 import subprocess
 import sys
@@ -99,6 +101,28 @@ def test_more_gpus_than_the_cluster_has_is_refused(local_ray, studies_dir, tmp_p
     assert "resources.gpu: each trial asks for 4 GPUs but the cluster has 0" in \
         capsys.readouterr().err
     assert not studies_dir.exists()
+
+
+WHOLE_SEARCH = """
+import json, sys
+import launcher
+code = launcher.main(sys.argv[1:])
+print(json.dumps([code, sorted(m for m in ("torch", "transformers", "datasets", "peft")
+                               if m in sys.modules)]))
+"""
+
+
+def test_the_launcher_runs_a_whole_search_without_the_training_libraries(tmp_path):
+    # Its workers train; it checks, compares and reports: torch and transformers, about
+    # 250 MB, are never loaded in it (the checks and the data run in a process of their own).
+    run = subprocess.run([sys.executable, "-c", WHOLE_SEARCH, "--space", str(TINY_SPACE),
+                          "--study", "lean", "--trials", "1", "--quiet"], cwd=REPO,
+                         env={**os.environ, "FTSEARCH_STUDIES": str(tmp_path)},
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    assert json.loads(run.stdout.splitlines()[-1]) == [0, []]
+    assert load(tmp_path, "lean").trials[0].state == TrialState.COMPLETE
+    assert (tmp_path / "lean" / "report.html").exists()
 
 
 def test_search_records_complete_pruned_and_failed_trials_and_resumes(
