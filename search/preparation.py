@@ -52,11 +52,31 @@ def _child(sender: Connection, space: SearchSpace, folder: Path, prepared: Path)
 
 
 @contextmanager
-def preparing(space: SearchSpace, paths: StudyPaths) -> Iterator[Callable[[], None]]:
-    """Starts ``check_and_prepare`` in a new process and yields the function that waits for it
-    and raises what it raised. If anything raises inside the block, the process is stopped;
-    the folders that this made are removed, so bad input leaves no study behind."""
+def preparing(space: SearchSpace, paths: StudyPaths,
+              apart: bool = True) -> Iterator[Callable[[], None]]:
+    """Yields the function that runs ``check_and_prepare`` and raises what it raised; with
+    ``apart``, a new process starts it at once and the function waits for it.
+
+    ``apart=False`` is for a process that already runs Ray (a notebook, a benchmark, a test):
+    there is no start to overlap, and a new process would only add its imports. If anything
+    raises inside the block, the process is stopped and the folders that this made are
+    removed, so bad input leaves no study behind.
+    """
     made = None if paths.root.exists() else _first_missing(paths.root)
+    try:
+        if apart:
+            with _apart(space, paths) as wait:
+                yield wait
+        else:
+            yield lambda: check_and_prepare(space, paths.root, paths.prepared)
+    except BaseException:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def _apart(space: SearchSpace, paths: StudyPaths) -> Iterator[Callable[[], None]]:
     # "spawn": a fork of a process that runs Ray's threads may hang.
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
@@ -80,9 +100,7 @@ def preparing(space: SearchSpace, paths: StudyPaths) -> Iterator[Callable[[], No
         yield wait
     except BaseException:
         process.terminate()
-        if made is not None:
-            process.join()
-            shutil.rmtree(made, ignore_errors=True)
+        process.join()
         raise
     finally:
         receiver.close()

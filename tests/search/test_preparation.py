@@ -74,11 +74,13 @@ def test_input_errors_cross_processes_as_they_are(error: ValueError) -> None:
     assert vars(again) == vars(error)
 
 
-def test_the_data_is_prepared_in_another_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("apart", [True, False])
+def test_the_data_is_prepared_in_another_process_or_on_request_in_this_one(
+        tmp_path: Path, apart: bool) -> None:
     study = paths(tmp_path)
-    with preparing(space(tmp_path), study) as prepared:
+    with preparing(space(tmp_path), study, apart=apart) as prepared:
         prepared()
-    assert json.loads((study.prepared / SEEN).read_text())["pid"] != os.getpid()
+    assert (json.loads((study.prepared / SEEN).read_text())["pid"] != os.getpid()) is apart
     assert json.loads((study.root / "data_report.json").read_text()) == {"summary": "4 rows"}
 
 
@@ -107,9 +109,12 @@ def test_the_launcher_side_never_imports_the_training_libraries(tmp_path: Path) 
     assert (tmp_path / "tiny" / "data_report.json").exists()
 
 
-def test_bad_data_is_the_objectives_input_error_and_leaves_no_folder(tmp_path: Path) -> None:
+@pytest.mark.parametrize("apart", [True, False])
+def test_bad_data_is_the_objectives_input_error_and_leaves_no_folder(
+        tmp_path: Path, apart: bool) -> None:
     study = paths(tmp_path)
-    with pytest.raises(InputError) as raised, preparing(space(tmp_path, "raise"), study) as ready:
+    with pytest.raises(InputError) as raised, \
+            preparing(space(tmp_path, "raise"), study, apart=apart) as ready:
         ready()
     assert str(raised.value) == "rows.jsonl: fake.data: no row has a label"
     assert not (tmp_path / "studies").exists()
