@@ -9,12 +9,12 @@ Lifecycle, in order:
 1. ``check(config)``: one config the sampler may produce is usable (called for each searched
    value, before anything runs); raise ``DataError`` if not.
 2. ``check_data(config)``: the data can be read and split (once, before the search).
-
-   A search runs 1 to 3 in a process of their own, while Ray starts: the launcher itself never
-   imports the objective's training libraries (search/preparation.py).
 3. ``prepare(config, prepared_dir)``: work shared by every trial (tokenising), once; it may
    return a data report (a JSON object with a one-line ``summary``), which the search keeps
    as ``studies/<name>/data_report.json``, prints and draws in the report.
+
+   The launcher runs 1 to 3 in a process of their own while Ray starts, so that it never
+   imports the objective's training libraries itself (search/preparation.py).
 4. ``run(config, context)``: one trial, in a worker. It calls ``context.report`` at each
    evaluation (the scheduler acts on these), then ends with ``context.complete(value, ...)``
    or ``context.prune(reason)``; an exception ends it as FAIL with the error as reason.

@@ -4,7 +4,7 @@ They import the objective's training libraries (torch, transformers, datasets: a
 250 MB). Run by the launcher itself, they would hold that memory through the whole search
 (the trials run in Ray's workers, which import them anyway) and delay Ray's start by their
 import time. In a child process they run while the launcher starts Ray, and end before the
-first trial.
+first trial. A process that already runs Ray has no start to overlap: there they run in it.
 """
 
 from __future__ import annotations
