@@ -100,7 +100,6 @@ def _apart(space: SearchSpace, paths: StudyPaths) -> Iterator[Callable[[], None]
         yield wait
     except BaseException:
         process.terminate()
-        process.join()
         raise
     finally:
         receiver.close()

@@ -169,7 +169,6 @@ def study_exists(url: str, name: str) -> bool:
 
 def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
     space = request.space
-    # Build everything that can reject the input before touching the study folder.
     # The objective's checks and data preparation run while Ray starts (in a process of their
     # own); then everything else that can reject the input, before the study is touched.
     with preparing(space, paths, apart=not ray.is_initialized()) as prepared:

@@ -321,7 +321,7 @@ def load_space(name_or_path: str, objective_checks: bool = True) -> SearchSpace:
 
     ``objective_checks=False`` leaves out ``check_space``: the objective's checks of its data
     and of every value the search may pick, which import its training libraries. A search
-    runs them in a process of its own (search/preparation.py).
+    runs them itself, while Ray starts (search/preparation.py).
     """
     path = resolve_space_path(name_or_path)
     try:

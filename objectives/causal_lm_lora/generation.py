@@ -9,15 +9,12 @@ import torch
 from objectives import metrics
 from objectives.causal_lm_lora.data import IGNORE_INDEX
 
-# What every evaluation by generation reports, named without its split prefix.
-ANSWER_METRICS = metrics.METRICS
-
 
 def answer_metric(key: str) -> str | None:
     """The answer metric a reported key names (eval_accuracy, test_bleu, old_eval_accuracy:
     accuracy, bleu, accuracy), or None for any other key."""
     for prefix in ("eval_", "test_", "old_eval_", "old_test_"):
-        if key.startswith(prefix) and key[len(prefix):] in ANSWER_METRICS:
+        if key.startswith(prefix) and key[len(prefix):] in metrics.METRICS:
             return key[len(prefix):]
     return None
 
@@ -67,4 +64,4 @@ def generate(model, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int
 
 
 def answer_metrics(rows: list[dict[str, str]], labels: list[str] | None) -> dict[str, float]:
-    return {name: metrics.score_rows(name, rows, labels) for name in ANSWER_METRICS}
+    return {name: metrics.score_rows(name, rows, labels) for name in metrics.METRICS}
