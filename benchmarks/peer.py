@@ -7,7 +7,10 @@ arguments, search ranges, trial budget and TPE seed, the untuned default as the 
 each in a process of its own, one after another, in alternating order:
 
 - ``ftsearch``: ``python launcher.py --space SPACE``, the whole command (search, final test
-  split, significance test, report).
+  split, significance test, report). As shipped, its second trial is the objective's
+  recommended setting (``study.recommended``: LoRA rank 16, alpha 32, the learning rate in the
+  middle of its range), which a search written with the Trainer alone does not have: its
+  second trial is TPE's first. ``--variant ftsearch-no-recommended`` prices that.
 - ``hf-optuna``: ``Trainer.hyperparameter_search(backend="optuna")`` with Optuna's median pruner
   (warm-up: the space's grace period), one trial at a time, as the Trainer runs it.
 - ``hf-ray``: ``Trainer.hyperparameter_search(backend="ray")`` with Ray's ``OptunaSearch`` and
@@ -45,7 +48,8 @@ import _common
 TOOLS = ["ftsearch", "hf-optuna", "hf-ray"]
 # ftsearch with the space's study section changed, to price a setting (--variant).
 VARIANTS = {"ftsearch-reproducible": {"reproducible": True},
-            "ftsearch-async": {"reproducible": False}}
+            "ftsearch-async": {"reproducible": False},
+            "ftsearch-no-recommended": {"recommended": False}}
 FACTORS = (1.2, 1.1, 1.05)
 GOAL_SPEEDUP = 2.0
 

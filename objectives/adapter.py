@@ -10,12 +10,12 @@ import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from objectives.base import DataError, FinishedTrial, Objective
+from objectives.base import CENTRE, DataError, FinishedTrial, Objective
 from objectives.sections import module_names
 
 C = TypeVar("C", bound=BaseModel)
@@ -25,6 +25,12 @@ class AdapterObjective(Objective):
     """An objective whose trials train a LoRA adapter with the Hugging Face Trainer."""
 
     saved = "adapter"  # the folder of a trial that holds what it trained
+    # The most common LoRA starting point: rank 16 with alpha twice the rank (a scale of 2),
+    # and the learning rate, which matters most and depends on the model, in the middle of
+    # the range the space gives for this model.
+    recommended: ClassVar[dict[str, Any]] = {
+        "lora.r": 16, "lora.lora_alpha": 32, "training.learning_rate": CENTRE,
+    }
 
     def max_steps(self, config: BaseModel) -> int | None:
         steps = config.training.max_steps

@@ -24,10 +24,11 @@ Lifecycle, in order:
 An objective declares ``metrics`` (what its evaluations report, with the direction in which
 each is better: ``study.metric`` must be one of them), ``max_steps(config)`` (the step budget
 schedulers count in), ``path_fields`` (config fields that are file paths, resolved beside the
-space file), ``trial_fields`` (fields that may name an earlier study's trial) and optionally
-``report_sections``, ``score`` (per-example metrics, which the paired comparison of two
-trials recomputes on resamples of the test split) and ``answer`` (a trial of another study
-answering this study's test split, for the comparison across studies).
+space file), ``trial_fields`` (fields that may name an earlier study's trial),
+``recommended`` (known-good values of its parameters, which the search tries right after the
+untuned default) and optionally ``report_sections``, ``score`` (per-example metrics, which the
+paired comparison of two trials recomputes on resamples of the test split) and ``answer`` (a
+trial of another study answering this study's test split, for the comparison across studies).
 ``objectives.costs`` measures what a model costs to serve (parameters, size, latency) for
 objectives that report it.
 """
@@ -55,6 +56,10 @@ OUT_OF_MEMORY = "out_of_memory"
 # Set on the report of an evaluation after which the trial trains no more: no scheduler may
 # stop a trial there, since its final report follows.
 LAST_EVALUATION = "last_evaluation"
+
+# In ``Objective.recommended``: the middle of the parameter's searched range (geometric on a log
+# range): where a range the user chose for this model says a good value most likely lies.
+CENTRE = "centre"
 
 # On a final report: a JSON object of figures that are not numbers (per-class tables, a
 # confusion matrix), stored as the trial's attributes under their own names.
@@ -196,6 +201,11 @@ class Objective(ABC):
     # objective: left out of a space's fingerprint while at their defaults, so those studies
     # still resume.
     added_sections: ClassVar[tuple[str, ...]] = ()
+    # Known-good values of the objective's parameters (dotted keys) from experience outside
+    # any one study. Where the space searches them, the search runs them as one trial right
+    # after the untuned default (``study.recommended``), each at the nearest value the
+    # space's range holds, or at its range's CENTRE; the other parameters stay untuned.
+    recommended: ClassVar[dict[str, Any]] = {}
 
     def metric(self, name: str, config: BaseModel | None = None) -> Metric | None:
         metrics = self.metrics if config is None else self.metrics_for(config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import numpy as np
@@ -81,3 +82,35 @@ def holds(param: Param, value: Any) -> bool:
         return float(value).is_integer() and (int(value) - param.low) % step == 0
     return step is None or abs((value - param.low) / step - round((value - param.low) / step)) \
         < 1e-9
+
+
+def centre(param: Param) -> Any:
+    """The middle of a numeric range (geometric on a log range), on its step; None for
+    choices, which have no middle."""
+    if isinstance(param, CategoricalParam):
+        return None
+    middle = math.sqrt(param.low * param.high) if param.log else (param.low + param.high) / 2
+    return nearest(param, middle)
+
+
+def nearest(param: Param, value: Any) -> Any:
+    """The value ``param`` could suggest that lies nearest ``value`` (on the log scale between
+    positive numbers); None if it holds nothing comparable."""
+    if isinstance(param, CategoricalParam):
+        if value in param.choices:
+            return value
+        numbers = [c for c in param.choices if _is_number(c)]
+        if not numbers or not _is_number(value):
+            return None
+        scaled = math.log if value > 0 and all(c > 0 for c in numbers) else float
+        return min(numbers, key=lambda c: abs(scaled(c) - scaled(value)))
+    if not _is_number(value):
+        return None
+    value = min(max(value, param.low), param.high)
+    if param.step is not None:
+        value = min(param.low + round((value - param.low) / param.step) * param.step, param.high)
+    return int(value) if isinstance(param, IntParam) else float(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

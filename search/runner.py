@@ -31,6 +31,7 @@ from search.heartbeat import (
 )
 from search.preparation import preparing
 from search.progress import Progress
+from search.recommended import queue_recommended
 from search.samplers import build_sampler
 from search.schedulers import BASELINE, build_scheduler
 from search.searcher import StudySearcher
@@ -195,9 +196,12 @@ def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
             warnings.simplefilter("ignore", ExperimentalWarning)
             study.set_metric_names(space.head.study.metrics)
         # The untuned configuration runs first, so the search has something to beat; then
-        # the best of the earlier studies it starts from.
+        # the best of the earlier studies it starts from, and the objective's recommended
+        # setting.
         study.enqueue_trial(space.baseline_params(), user_attrs={BASELINE: True})
         for line in seed_study(study, space, earlier):
+            print(line)
+        for line in queue_recommended(study, space):
             print(line)
     else:
         interrupted = fail_interrupted(storage, request.study_name)

@@ -62,6 +62,10 @@ class StudySection(Section):
         "with concurrent trials: each trial is asked for once the trials asked "
         "max_concurrent_trials or more places before it have ended, and the sampler and ASHA "
         "see those alone (see search.searcher).")
+    recommended: bool = Field(
+        True, description="Run the objective's recommended setting (for LoRA: rank 16, alpha "
+        "twice the rank, the learning rate in the middle of its range) right after the "
+        "untuned default, where the space searches those parameters (see search.recommended).")
     warm_start: list[str] = Field(
         default_factory=list, description="Earlier studies (by name) of the same metrics "
         "whose finished trials join the sampler's history, and whose best configurations run "

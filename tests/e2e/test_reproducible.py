@@ -14,6 +14,7 @@ import pytest
 import ray
 
 import launcher
+from search.recommended import RECOMMENDED
 from tests.conftest import REPO, TINY_SPACE, load
 from tests.fakes import register_fake
 
@@ -89,5 +90,11 @@ def test_a_reproducible_search_of_the_tiny_llama_repeats(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_ray) -> None:
     first, second = run_twice(tiny_space(), tmp_path, monkeypatch)
     assert len(first) == 4
+    # After the untuned default (trial 0), the objective's recommended setting: rank 16 is
+    # not a choice, 8 is the nearest; the learning rate in the middle of its range.
+    recommended = load(tmp_path / "first", "same").trials[1]
+    assert recommended.user_attrs[RECOMMENDED]
+    assert recommended.params["lora.r"] == 8
+    assert recommended.params["training.learning_rate"] == pytest.approx((1e-4 * 3e-2) ** 0.5)
     assert [t[:3] for t in first] == [t[:3] for t in second]  # parameters and outcomes
     assert first == second  # and every value, bit for bit: training is deterministic
