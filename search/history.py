@@ -8,6 +8,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 WARM_START = "warm_start"  # on a trial added from an earlier study: "STUDY:TRIAL"
 QUEUED_FROM = "warm_start_from"  # on a queued configuration: the earlier trial it is
+RECOMMENDED = "recommended"  # on the queued trial of the objective's recommended setting
 
 
 def is_added(trial: FrozenTrial) -> bool:

@@ -17,9 +17,8 @@ import optuna
 
 from objectives.base import CENTRE
 from search.distributions import centre, nearest
+from search.history import RECOMMENDED
 from search.space import SearchSpace, is_active
-
-RECOMMENDED = "recommended"  # on the queued trial of the objective's recommended setting
 
 
 def recommended_params(space: SearchSpace) -> dict[str, Any] | None:

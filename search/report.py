@@ -35,7 +35,7 @@ from objectives.base import ReportSection
 from search import data_report
 from search.comparison import COMPARISON, comparison_section
 from search.heartbeat import HEARTBEAT
-from search.history import own
+from search.history import RECOMMENDED, own
 from search.storage import StudyPaths, finished_trial, mask, open_existing, pick_study
 from search.summary import baseline_trial, best_trial, pareto_front, trial_score
 
@@ -489,7 +489,8 @@ def _best_table(info: _Study) -> str:
     head = ["trial", *info.names, *params, *metric_keys, "steps", "duration"]
     rows = []
     for trial in trials:
-        mark = " (baseline)" if trial.user_attrs.get("baseline") else ""
+        mark = (" (baseline)" if trial.user_attrs.get("baseline") else
+                " (recommended)" if trial.user_attrs.get(RECOMMENDED) else "")
         cells = [f"<td>{trial.number}{mark}</td>", *(_cell(v) for v in trial.values),
                  *(_cell(trial.params.get(p, "")) for p in params),
                  *(_cell(metrics[trial.number].get(k, "")) for k in metric_keys),

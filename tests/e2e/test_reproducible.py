@@ -14,7 +14,7 @@ import pytest
 import ray
 
 import launcher
-from search.recommended import RECOMMENDED
+from search.history import RECOMMENDED
 from tests.conftest import REPO, TINY_SPACE, load
 from tests.fakes import register_fake
 

@@ -12,7 +12,8 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives.base import CENTRE
-from search.recommended import RECOMMENDED, queue_recommended, recommended_params
+from search.history import RECOMMENDED
+from search.recommended import queue_recommended, recommended_params
 from search.schedulers import BASELINE
 from search.space import SearchSpace, load_space
 from tests.conftest import DATA

@@ -234,12 +234,14 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> tu
 
 
 def varied_study(url: str) -> optuna.Study:
-    """Three varied parameters and one fixed, a baseline, trials pruned at step 10 and one
-    failed after reporting: every plot has something to draw."""
+    """Three varied parameters and one fixed, a baseline and a recommended setting, trials
+    pruned at step 10 and one failed after reporting: every plot has something to draw."""
     study = optuna.create_study(study_name="varied", storage=url,
                                 sampler=optuna.samplers.RandomSampler(seed=0))
     study.set_metric_names(["eval_loss"])
     study.enqueue_trial({"lr": 1e-3, "rank": 8, "optim": "adam"}, user_attrs={"baseline": True})
+    study.enqueue_trial({"lr": 3e-3, "rank": 16, "optim": "adam"},
+                        user_attrs={"recommended": True})
 
     def objective(trial: optuna.Trial) -> float:
         lr = trial.suggest_float("lr", 1e-5, 1e-1, log=True)
@@ -303,7 +305,8 @@ CASES = {
                ["12: 7 complete, 4 pruned, 1 failed",
                 # 7 complete trials ran 30 steps, 4 pruned ones 10: 250 of 11 x 30
                 "250 steps run of 330", "24% of the compute saved",
-                "every complete trial had the same value: fixed"]),
+                "every complete trial had the same value: fixed",
+                "0 (baseline)", "1 (recommended)"]),
     "multi": ({"pareto", "history", "parallel", "importance", "slice", "contour", "timeline"},
               {"curves", "layers"}, ["objective 0 (minimize); objective 1 (maximize)",
                                      "trials on the Pareto front"]),
