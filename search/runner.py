@@ -176,13 +176,11 @@ TUNE_TELEMETRY_IMPORTS = ("ray.air.integrations.mlflow", "ray.air.integrations.w
                           "ray.air.integrations.comet", "ray.tune.logger.aim")
 
 
-def _import_early(modules: tuple[str, ...]) -> threading.Thread:
+def _import_early(modules: tuple[str, ...]) -> None:
     """Import ``modules`` in a thread of their own, so that what waits for them later finds
     them loaded."""
-    thread = threading.Thread(target=lambda: [importlib.import_module(m) for m in modules],
-                              name="early imports")
-    thread.start()
-    return thread
+    threading.Thread(target=lambda: [importlib.import_module(m) for m in modules],
+                     name="early imports").start()
 
 
 def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:
