@@ -138,7 +138,6 @@ def check_trials(trials: int | None) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from search.report import write_report
     from search.runner import SearchRequest, run_search
     from search.space import load_space
     from search.storage import StudyPaths
@@ -155,6 +154,10 @@ def run_command(args: argparse.Namespace) -> int:
                             mlflow=args.mlflow)
     paths = StudyPaths.for_study(name)
     result = run_search(request, paths)
+    # Imported only now: its plots' imports (scikit-learn through optuna.importance, about
+    # 1.5 s) would otherwise delay Ray's start and the first trial.
+    from search.report import write_report
+
     best = save_best(result.study, space, paths)
     comparisons = compare_after_search(result.storage_url, name)
     write_report(result.storage_url, name, paths.root / "report.html")
