@@ -106,21 +106,29 @@ def test_more_gpus_than_the_cluster_has_is_refused(local_ray, studies_dir, tmp_p
 WHOLE_SEARCH = """
 import json, sys
 import launcher
+import search.runner
+before_ray = []
+start_ray = search.runner.start_ray
+def recording(request):
+    before_ray.extend(m for m in ("sklearn", "plotly") if m in sys.modules)
+    start_ray(request)
+search.runner.start_ray = recording
 code = launcher.main(sys.argv[1:])
 print(json.dumps([code, sorted(m for m in ("torch", "transformers", "datasets", "peft")
-                               if m in sys.modules)]))
+                               if m in sys.modules), before_ray]))
 """
 
 
 def test_the_launcher_runs_a_whole_search_without_the_training_libraries(tmp_path):
     # Its workers train; it checks, compares and reports: torch and transformers, about
     # 250 MB, are never loaded in it (the checks and the data run in a process of their own).
+    # The report's plotting libraries are loaded after the search, not before Ray starts.
     run = subprocess.run([sys.executable, "-c", WHOLE_SEARCH, "--space", str(TINY_SPACE),
                           "--study", "lean", "--trials", "1", "--quiet"], cwd=REPO,
                          env={**os.environ, "FTSEARCH_STUDIES": str(tmp_path)},
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0 and run.stderr == "", run.stderr
-    assert json.loads(run.stdout.splitlines()[-1]) == [0, []]
+    assert json.loads(run.stdout.splitlines()[-1]) == [0, [], []]
     assert load(tmp_path, "lean").trials[0].state == TrialState.COMPLETE
     assert (tmp_path / "lean" / "report.html").exists()
 
