@@ -3,12 +3,13 @@
     python benchmarks/concurrency.py [--quick] [--reps 3] [--trials 6] [--steps 120]
 
 Both searches run the same trials of the default objective (spaces/lora.yaml's recipe, shortened
-to --steps optimizer steps): the untuned baseline, then a grid of learning rates that the trial
-count covers exactly (the baseline repeats the first), with scheduler none and one CPU (one
-torch thread) per trial. Only study.max_concurrent_trials differs: 1 or 2. Ray is started once,
-before the first search. Trial durations (the study's ask to tell) show how much slower each
-trial runs beside another: on 2 cores the driver, Ray's own processes and anything else on the
-machine then compete with the trials for CPU.
+to --steps optimizer steps): the untuned baseline, then a grid of as many learning rates as
+trials, the first of them the baseline's (a grid point already tried is not tried again, so the
+search runs exactly --trials trials: an even number fills both slots to the end), with scheduler
+none and one CPU (one torch thread) per trial. Only study.max_concurrent_trials differs: 1 or 2.
+Ray is started once, before the first search. Trial durations (the study's ask to tell) show
+how much slower each trial runs beside another: on 2 cores the driver, Ray's own processes and
+anything else on the machine then compete with the trials for CPU.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def write_space(folder: Path, concurrent: int, trials: int, steps: int) -> Path:
                        "learning_rate": LEARNING_RATES[0]}
     raw["data"]["path"] = str((source.parent / raw["data"]["path"]).resolve())
     raw["search"] = {"training.learning_rate": {"type": "categorical",
-                                                "choices": LEARNING_RATES[:trials - 1]}}
+                                                "choices": LEARNING_RATES[:trials]}}
     path = folder / f"concurrent-{concurrent}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return path
@@ -66,8 +67,8 @@ def main() -> None:
     args = parse.parse_args()
     trials = args.trials or (4 if args.quick else 6)
     steps = args.steps or (60 if args.quick else 120)
-    if not 2 <= trials <= len(LEARNING_RATES) + 1:
-        raise SystemExit(f"--trials must be 2..{len(LEARNING_RATES) + 1}")
+    if not 2 <= trials <= len(LEARNING_RATES):
+        raise SystemExit(f"--trials must be 2..{len(LEARNING_RATES)}")
 
     studies = _common.setup("concurrency")
     from search.space import load_space
@@ -113,7 +114,7 @@ def main() -> None:
     }
     settings = {"space": "spaces/lora.yaml (grid of learning rates, scheduler none)",
                 "trials": trials, "steps": steps, "reps": args.reps,
-                "learning_rates": LEARNING_RATES[:trials - 1], "cpu_per_trial": 1}
+                "learning_rates": LEARNING_RATES[:trials], "cpu_per_trial": 1}
     notes = ["trials/hour = trials / launcher wall time (Ray start excluded; each search "
              "starts its own Ray actors, one per concurrent trial)"]
     print(f"\nwrote {_common.write('concurrency', settings, figures, reps, notes)}")

@@ -19,6 +19,7 @@ _HAS_CJK = re.compile(f"[{_CJK}]")
 _TOKEN = re.compile(f"[{_CJK}]|[^\\W_{_CJK}]+")
 
 METRICS = ("accuracy", "macro_f1", "bleu", "rougeL")
+LABEL_METRICS = ("accuracy", "macro_f1")  # those that read answers as labels
 
 
 def normalize(text: str) -> str:

@@ -67,19 +67,22 @@ class GenerativeTrainer(Trainer):
     metrics (``eval_accuracy``, ...) to the loss, before callbacks and model selection see
     them. Each evaluation prefix answers its split (SPLITS: eval the validation split, ...).
 
-    With ``loss_while_answering=False``, evaluations while training that answer the prompts
-    skip the loss pass over the split (a search for a task metric has no use for it there;
-    ``validation_loss`` gives the best checkpoint's at the end)."""
+    ``metric`` is the study's (eval_accuracy, eval_loss, ...): evaluations while training
+    answer the prompts when it is an answer metric, and ``generation.scored_metrics`` says
+    which metrics they score. With ``loss_while_answering=False``, evaluations while training
+    that answer the prompts skip the loss pass over the split (a search for a task metric has
+    no use for it there; ``validation_loss`` gives the best checkpoint's at the end)."""
 
-    def __init__(self, *args, prepared: Path, evaluation: EvaluationSection,
-                 answer_during_training: bool, tokenizer,
+    def __init__(self, *args, prepared: Path, evaluation: EvaluationSection, metric: str,
+                 tokenizer,
                  decision_steps: tuple[float, ...] = (), loss_while_answering: bool = True,
                  **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.prepared, self.evaluation, self.answer_tokenizer = prepared, evaluation, tokenizer
-        self.answer_during_training = answer_during_training
+        self.answer_during_training = generation.answer_metric(metric) is not None
         self.loss_while_answering = loss_while_answering
         self.labels = load_labels(prepared)
+        self.scored = generation.scored_metrics(self.labels, metric)
         self.max_new_tokens = evaluation.max_new_tokens or generation.longest_answer(
             self.train_dataset)
         self.final = False  # set for the evaluations after training: whole splits
@@ -130,8 +133,9 @@ class GenerativeTrainer(Trainer):
         self.rows[metric_key_prefix] = rows
         if split == "validation" and len(rows) == len(prompts):
             self.rows_at_step[self.state.global_step] = rows
-        output.metrics.update({f"{metric_key_prefix}_{name}": value for name, value
-                               in generation.answer_metrics(rows, self.labels).items()})
+        scores = generation.answer_metrics(rows, self.labels, self.scored)
+        output.metrics.update({f"{metric_key_prefix}_{name}": value
+                               for name, value in scores.items()})
         return output
 
     def validation_loss(self) -> float:
@@ -161,7 +165,7 @@ def run(config: CausalLMConfig, context: TrialContext, prepared: Path) -> None:
                                   lambda key: generation.answer_metric(key) is not None,
                                   perplexity=True),
         prepared=prepared, evaluation=config.evaluation,
-        answer_during_training=generation.answer_metric(context.metric) is not None,
+        metric=context.metric,
         tokenizer=tokenizer, decision_steps=context.decision_steps, loss_while_answering=False,
     ), model, context, lambda trainer: _finish(trainer, prepared, tokenizer, context, attrs))
 
