@@ -107,7 +107,7 @@ def peer(name: str, space_path: str, trials: int, folder: Path, out: Path) -> No
         train_dataset=train, eval_dataset=load_split(prepared, "validation"),
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True,
                                              label_pad_token_id=data.IGNORE_INDEX),
-        prepared=prepared, evaluation=config.evaluation, metric=head.study.metric,
+        prepared=prepared, evaluation=config.evaluation, metrics=head.study.metrics,
         tokenizer=tokenizer)
     objective = lambda metrics: metrics[head.study.metric]  # noqa: E731
     sampler = optuna.samplers.TPESampler(seed=head.study.seed, **head.sampler.options)

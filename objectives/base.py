@@ -142,6 +142,8 @@ class TrialContext:
     reporter: Reporter
     metric: str = "eval_loss"  # the study's metric: what "best checkpoint" means
     direction: Literal["minimize", "maximize"] = "minimize"
+    # A multi-objective study's further metrics, which the trial's final report must hold.
+    other_metrics: tuple[str, ...] = ()
     threads: int = 1
     # The untuned default: the reference every trial is compared with, trained to its end
     # (no scheduler stops it; an objective should not stop it early by its own rule either).

@@ -52,6 +52,7 @@ def run_trial(config: dict[str, Any], space: SearchSpace, paths: StudyPaths) -> 
     context = TrialContext(
         number=number, trial_dir=trial_dir, prepared_dir=paths.prepared,
         reporter=TuneReporter(), metric=study.metric, direction=study.direction,
+        other_metrics=tuple(study.metrics[1:]),
         threads=max(1, math.floor(space.head.resources.cpu)),
         baseline=bool(config.get(BASELINE)), decision_steps=decision_steps(space),
     )

@@ -63,17 +63,18 @@ def generate(model, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int
     return answers
 
 
-def scored_metrics(labels: list[str] | None, study_metric: str) -> tuple[str, ...]:
+def scored_metrics(labels: list[str] | None, study_metrics: Sequence[str]) -> tuple[str, ...]:
     """The answer metrics an evaluation scores: all of them for free text; for a closed label
-    set, accuracy and macro-F1, and BLEU or ROUGE-L only when the study optimises it. A label
+    set, accuracy and macro-F1, and BLEU or ROUGE-L only when the study optimises it (one of
+    ``study_metrics``, e.g. eval_rougeL). A label
     is right or wrong: BLEU of one-word answers is 0 however many are right (they have no
     4-grams), and ROUGE-L is their accuracy; rouge-score's import of nltk took 1.8 s and 65 MB
     in each trial worker."""
     if labels is None:
         return metrics.METRICS
-    asked = answer_metric(study_metric)
+    asked = {answer_metric(key) for key in study_metrics}
     return tuple(name for name in metrics.METRICS
-                 if name in metrics.LABEL_METRICS or name == asked)
+                 if name in metrics.LABEL_METRICS or name in asked)
 
 
 def answer_metrics(rows: list[dict[str, str]], labels: list[str] | None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -67,22 +68,23 @@ class GenerativeTrainer(Trainer):
     metrics (``eval_accuracy``, ...) to the loss, before callbacks and model selection see
     them. Each evaluation prefix answers its split (SPLITS: eval the validation split, ...).
 
-    ``metric`` is the study's (eval_accuracy, eval_loss, ...): evaluations while training
-    answer the prompts when it is an answer metric, and ``generation.scored_metrics`` says
-    which metrics they score. With ``loss_while_answering=False``, evaluations while training
-    that answer the prompts skip the loss pass over the split (a search for a task metric has
-    no use for it there; ``validation_loss`` gives the best checkpoint's at the end)."""
+    ``metrics`` are the study's (eval_accuracy, eval_loss, ...; the first is the one it
+    optimises): evaluations while training answer the prompts when the first is an answer
+    metric, and ``generation.scored_metrics`` says which metrics they score. With
+    ``loss_while_answering=False``, evaluations while training that answer the prompts skip
+    the loss pass over the split (a search for a task metric has no use for it there;
+    ``validation_loss`` gives the best checkpoint's at the end)."""
 
-    def __init__(self, *args, prepared: Path, evaluation: EvaluationSection, metric: str,
-                 tokenizer,
+    def __init__(self, *args, prepared: Path, evaluation: EvaluationSection,
+                 metrics: Sequence[str], tokenizer,
                  decision_steps: tuple[float, ...] = (), loss_while_answering: bool = True,
                  **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.prepared, self.evaluation, self.answer_tokenizer = prepared, evaluation, tokenizer
-        self.answer_during_training = generation.answer_metric(metric) is not None
+        self.answer_during_training = generation.answer_metric(metrics[0]) is not None
         self.loss_while_answering = loss_while_answering
         self.labels = load_labels(prepared)
-        self.scored = generation.scored_metrics(self.labels, metric)
+        self.scored = generation.scored_metrics(self.labels, metrics)
         self.max_new_tokens = evaluation.max_new_tokens or generation.longest_answer(
             self.train_dataset)
         self.final = False  # set for the evaluations after training: whole splits
@@ -165,7 +167,7 @@ def run(config: CausalLMConfig, context: TrialContext, prepared: Path) -> None:
                                   lambda key: generation.answer_metric(key) is not None,
                                   perplexity=True),
         prepared=prepared, evaluation=config.evaluation,
-        metric=context.metric,
+        metrics=(context.metric, *context.other_metrics),
         tokenizer=tokenizer, decision_steps=context.decision_steps, loss_while_answering=False,
     ), model, context, lambda trainer: _finish(trainer, prepared, tokenizer, context, attrs))
 

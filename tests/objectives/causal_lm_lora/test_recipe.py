@@ -203,6 +203,17 @@ def test_evaluations_answer_by_generation_and_the_figures_are_the_predictions(
     assert final["eval_accuracy"] == pytest.approx(right / 120)
 
 
+def test_a_further_objective_on_labels_comes_with_the_final_report(tmp_path: Path) -> None:
+    """A label task scores BLEU when a multi-objective study asks for it (the search fails a
+    trial whose final report lacks one of its objectives), and ROUGE-L, not asked, is not."""
+    config = tiny_config(max_steps=20, eval_steps=20, learning_rate=3e-3)
+    results = run(config, tmp_path / "t", tmp_path / "prepared", metric="eval_accuracy",
+                  direction="maximize", other_metrics=("eval_bleu",))
+    assert "eval_bleu" in results[0] and "test_bleu" in results[-1]
+    assert results[-1]["outcome"] == "complete" and "eval_bleu" in results[-1]
+    assert not any("eval_rougeL" in r or "test_rougeL" in r for r in results)
+
+
 def test_a_search_for_accuracy_gets_the_validation_loss_of_its_best_checkpoint(
         tmp_path: Path) -> None:
     """Evaluations while training skip the loss pass when the study metric is answered; the
