@@ -66,10 +66,9 @@ def generate(model, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int
 def scored_metrics(labels: list[str] | None, study_metrics: Sequence[str]) -> tuple[str, ...]:
     """The answer metrics an evaluation scores: all of them for free text; for a closed label
     set, accuracy and macro-F1, and BLEU or ROUGE-L only when the study optimises it (one of
-    ``study_metrics``, e.g. eval_rougeL). A label
-    is right or wrong: BLEU of one-word answers is 0 however many are right (they have no
-    4-grams), and ROUGE-L is their accuracy; rouge-score's import of nltk took 1.8 s and 65 MB
-    in each trial worker."""
+    ``study_metrics``, e.g. eval_rougeL). A label is right or wrong: BLEU of one-word answers
+    is 0 however many are right (they have no 4-grams), and ROUGE-L is their accuracy;
+    rouge-score's import of nltk took 1.8 s and 65 MB in each trial worker."""
     if labels is None:
         return metrics.METRICS
     asked = {answer_metric(key) for key in study_metrics}

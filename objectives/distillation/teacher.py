@@ -22,6 +22,7 @@ from objectives.adapter import trial_config
 from objectives.base import LABELS, DataError
 from objectives.data.files import load_split, write_json
 from objectives.distillation import pruning
+from objectives.metrics import LABEL_METRICS
 from objectives.sequence_classification_lora.config import ClassificationConfig, model_path
 from objectives.trainer import cached_base_model
 
@@ -123,7 +124,7 @@ def prepare(folder: Path, prepared: Path, batch_size: int, collate, cache: bool,
     for split, prefix in (("validation", "eval"), ("test", "test")):
         data = load_split(prepared, split)
         predicted = logits(model, data, batch_size, collate)
-        for name in ("accuracy", "macro_f1"):
+        for name in LABEL_METRICS:
             info[f"{prefix}_{name}"] = score(name, predicted, data["labels"])
     if cache:
         train = logits(model, load_split(prepared, "train"), batch_size, collate)

@@ -9,9 +9,10 @@ from objectives.adapter import ADDED_ADAPTER_KEYS, AdapterObjective, answer_with
 from objectives.base import DataError, FinishedTrial, Metric, ReportSection
 from objectives.costs import COST_METRICS
 from objectives.data.replay import old_metrics
+from objectives.metrics import LABEL_METRICS
 from objectives.sequence_classification_lora.config import ClassificationConfig, model_path
 
-TASK_METRICS = ("accuracy", "macro_f1")
+TASK_METRICS = LABEL_METRICS  # a class is right or wrong
 
 
 class SequenceClassificationLoRA(AdapterObjective):
