@@ -4,11 +4,13 @@ They import the objective's training libraries (torch, transformers, datasets: a
 250 MB). Run by the launcher itself, they would hold that memory through the whole search
 (the trials run in Ray's workers, which import them anyway) and delay Ray's start by their
 import time. In a child process they run while the launcher starts Ray, and end before the
-first trial. A process that already runs Ray has no start to overlap: there they run in it.
+first trial, with a short teardown. A process that already runs Ray has no start
+to overlap: there they run in it.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import multiprocessing
 import shutil
@@ -49,6 +51,10 @@ def _child(sender: Connection, space: SearchSpace, folder: Path, prepared: Path)
             sender.send(RuntimeError(f"{type(error).__name__}: {error}"))
     else:
         sender.send(None)
+    # The launcher waits for this process to end before the first trial. The garbage
+    # collections of the interpreter's teardown, over the objects of torch and transformers,
+    # take about 1 s on 2 cores: frozen, they are skipped, and it ends in 0.2 s.
+    gc.freeze()
 
 
 @contextmanager
