@@ -6,8 +6,8 @@ trade quality against size and speed (``study.metric: [eval_macro_f1, latency_ms
 - ``size_mb``: the served weights in MB, as a safetensors file holds them (each parameter at
   its dtype's width);
 - ``latency_ms``: median milliseconds per example of a forward pass over a fixed batch of the
-  test split, after warm-up (15 passes, or as many from 5 on as fill half a second: the
-  figure costs a slow model under a second of every trial), in the trial's own process and
+  test split, after warm-up (15 passes, or as many from 5 on as fill 0.2 s: the figure
+  costs a slow model about half a second of every trial), in the trial's own process and
   threads, of the model as the trial holds it (a LoRA adapter unmerged: merging it in and
   out again would leave rounding in the base weights a worker keeps for its next trial;
   merged, it runs as fast as its base).
@@ -33,8 +33,8 @@ COST_METRICS = (
     Metric("size_mb", "minimize", "weights of the model as served, in MB", final=True),
 )
 LATENCY_BATCH = 32
-WARMUP, REPEATS = 3, 15
-MIN_REPEATS, BUDGET_S = 5, 0.5  # a slow model's passes stop at 5 once they take BUDGET_S
+WARMUP, REPEATS = 2, 15
+MIN_REPEATS, BUDGET_S = 5, 0.2  # a slow model's passes stop at 5 once they take BUDGET_S
 
 
 def served_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:

@@ -128,7 +128,7 @@ before_ray = []
 start_ray = search.runner.start_ray
 def recording(request):
     before_ray.extend(m for m in ("sklearn", "plotly") if m in sys.modules)
-    start_ray(request)
+    return start_ray(request)
 search.runner.start_ray = recording
 code = launcher.main(sys.argv[1:])
 print(json.dumps([code, sorted(m for m in ("torch", "transformers", "datasets", "peft")

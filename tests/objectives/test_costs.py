@@ -33,7 +33,7 @@ def test_a_fast_model_is_timed_over_every_repeat() -> None:
 
 
 def test_a_slow_model_stops_once_its_passes_fill_the_budget() -> None:
-    # 5 passes of 0.12 s take 0.6 s, over the half second: the median of those 5.
+    # 5 passes of 0.12 s take 0.6 s, over the budget of 0.2 s: the median of those 5.
     model = Timed(0.12)
     figures = costs.measure(model, {"input_ids": torch.zeros(8, 4)})
     assert model.passes == costs.WARMUP + costs.MIN_REPEATS
