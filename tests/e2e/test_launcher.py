@@ -131,8 +131,10 @@ def recording(request):
     return start_ray(request)
 search.runner.start_ray = recording
 code = launcher.main(sys.argv[1:])
-print(json.dumps([code, sorted(m for m in ("torch", "transformers", "datasets", "peft")
-                               if m in sys.modules), before_ray]))
+from ray._common.usage import usage_lib
+print(json.dumps([code, sorted(m for m in ("torch", "transformers", "datasets", "peft", "mlflow",
+                                           "wandb") if m in sys.modules), before_ray,
+                  usage_lib._recorded_extra_usage_tags.get("air_callbacks")]))
 """
 
 
@@ -140,12 +142,14 @@ def test_the_launcher_runs_a_whole_search_without_the_training_libraries(tmp_pat
     # Its workers train; it checks, compares and reports: torch and transformers, about
     # 250 MB, are never loaded in it (the checks and the data run in a process of their own).
     # The report's plotting libraries are loaded after the search, not before Ray starts.
+    # Ray Tune records the search's callbacks (all ftsearch's own) in its usage telemetry
+    # without importing mlflow and wandb to tell them from its tracking integrations.
     run = subprocess.run([sys.executable, "-c", WHOLE_SEARCH, "--space", str(TINY_SPACE),
                           "--study", "lean", "--trials", "1", "--quiet"], cwd=REPO,
                          env={**os.environ, "FTSEARCH_STUDIES": str(tmp_path)},
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0 and run.stderr == "", run.stderr
-    assert json.loads(run.stdout.splitlines()[-1]) == [0, [], []]
+    assert json.loads(run.stdout.splitlines()[-1]) == [0, [], [], '{"CustomCallback": 3}']
     assert load(tmp_path, "lean").trials[0].state == TrialState.COMPLETE
     assert (tmp_path / "lean" / "report.html").exists()
 
