@@ -20,7 +20,6 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 from ray import tune
-from ray._common.usage.usage_lib import TagKey, record_extra_usage_tag
 from ray._private.parameter import RayParams
 from ray.air._internal import usage as air_usage
 from ray.tune.execution import class_cache
@@ -225,7 +224,7 @@ def _callbacks_counted_without_imports() -> Iterator[None]:
             return False
         kinds = Counter("CustomLoggerCallback" if isinstance(c, LoggerCallback)
                         else "CustomCallback" for c in callbacks)
-        record_extra_usage_tag(TagKey.AIR_CALLBACKS, json.dumps(kinds))
+        air_usage.record_extra_usage_tag(air_usage.TagKey.AIR_CALLBACKS, json.dumps(kinds))
         return True
 
     original = air_usage.tag_callbacks
