@@ -10,7 +10,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,7 +149,21 @@ def start_ray(request: SearchRequest) -> bool:
 
 
 @contextmanager
-def _in_node_workers(local: bool) -> Iterator[None]:
+def _replaced(owner: Any, **values: Any) -> Iterator[None]:
+    """While it is open, ``owner``'s attributes named in ``values`` hold those values; then
+    their own again, however the block ends: the search changes what Ray offers no switch
+    for this way, and only for as long as it needs to."""
+    originals = {name: getattr(owner, name) for name in values}
+    for name, value in values.items():
+        setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        for name, value in originals.items():
+            setattr(owner, name, value)
+
+
+def _in_node_workers(local: bool) -> AbstractContextManager[None]:
     """While it is open, Ray Tune gives the trials of a node started here no runtime
     environment of their own, so they run in the workers Ray started with the node.
 
@@ -161,18 +175,11 @@ def _in_node_workers(local: bool) -> Iterator[None]:
     workers do not: there, Tune's environment stays.
     """
     if not local:
-        yield
-        return
-    defaults, passed_on = class_cache.DEFAULT_ENV_VARS, class_cache.ENV_VARS_TO_PROPAGATE
-    class_cache.DEFAULT_ENV_VARS, class_cache.ENV_VARS_TO_PROPAGATE = {}, set()
-    try:
-        yield
-    finally:
-        class_cache.DEFAULT_ENV_VARS, class_cache.ENV_VARS_TO_PROPAGATE = defaults, passed_on
+        return nullcontext()
+    return _replaced(class_cache, DEFAULT_ENV_VARS={}, ENV_VARS_TO_PROPAGATE=set())
 
 
-@contextmanager
-def _without_monitors() -> Iterator[None]:
+def _without_monitors() -> AbstractContextManager[None]:
     """While it is open, a Ray node started here runs neither the autoscaler's monitor nor the
     log monitor (about 100 MB together): a local search has no autoscaler, and its driver takes
     no worker logs (``log_to_driver=False``). ``ray start`` has switches for both
@@ -184,11 +191,7 @@ def _without_monitors() -> Iterator[None]:
         original(self, *args, **kwargs)
         self.no_monitor, self.include_log_monitor = True, False
 
-    RayParams.__init__ = lean
-    try:
-        yield
-    finally:
-        RayParams.__init__ = original
+    return _replaced(RayParams, __init__=lean)
 
 
 def check_resources(space: SearchSpace) -> None:
@@ -210,8 +213,7 @@ def study_exists(url: str, name: str) -> bool:
     return name in {s.study_name for s in storage.get_all_studies()}
 
 
-@contextmanager
-def _callbacks_counted_without_imports() -> Iterator[None]:
+def _callbacks_counted_without_imports() -> AbstractContextManager[None]:
     """While it is open, Ray Tune records which kinds of callbacks a search uses (its usage
     telemetry) without importing its tracking integrations to tell them apart.
 
@@ -227,12 +229,7 @@ def _callbacks_counted_without_imports() -> Iterator[None]:
         air_usage.record_extra_usage_tag(air_usage.TagKey.AIR_CALLBACKS, json.dumps(kinds))
         return True
 
-    original = air_usage.tag_callbacks
-    air_usage.tag_callbacks = count
-    try:
-        yield
-    finally:
-        air_usage.tag_callbacks = original
+    return _replaced(air_usage, tag_callbacks=count)
 
 
 def run_search(request: SearchRequest, paths: StudyPaths) -> SearchResult:

@@ -25,10 +25,15 @@ print(json.dumps({"answer": answer, "commands": commands, "restored": RayParams.
 """
 
 
+def run_probe(script: str, *args: str, timeout: int = 120) -> dict:
+    """What ``script``, run in a fresh process, printed last as JSON."""
+    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                         check=True, timeout=timeout).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def test_a_local_node_runs_without_the_monitors_a_local_search_does_not_use() -> None:
-    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
-                         check=True, timeout=120).stdout
-    probe = json.loads(out.strip().splitlines()[-1])
+    probe = run_probe(PROBE)
     commands = probe["commands"]
     assert probe["answer"] == 42 and probe["ip"] == LOCAL_NODE_IP
     assert any("gcs_server" in c for c in commands) and any("raylet" in c for c in commands)
@@ -66,9 +71,7 @@ print(json.dumps({"local": local, "started": sorted(started),
 @pytest.mark.parametrize("inside", [True, False])
 def test_the_trials_of_a_local_node_run_in_the_workers_it_started_with(inside: bool) -> None:
     # Tune's own runtime environment would have Ray start a worker for each trial instead.
-    out = subprocess.run([sys.executable, "-c", TRIALS_IN_WORKERS, "on" if inside else "off"],
-                         capture_output=True, text=True, check=True, timeout=180).stdout
-    probe = json.loads(out.strip().splitlines()[-1])
+    probe = run_probe(TRIALS_IN_WORKERS, "on" if inside else "off", timeout=180)
     assert probe["local"] and len(probe["started"]) >= 2 and len(probe["trials"]) == 2
     assert set(probe["trials"]) <= set(probe["started"]) if inside else \
         not set(probe["trials"]) & set(probe["started"])
